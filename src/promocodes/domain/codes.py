@@ -1,0 +1,34 @@
+"""What a promo code is, and the ONE function every path uses to compare codes (spec 8.3)."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from promocodes.errors import BadRequest
+
+MAX_CODE_LENGTH = 255
+
+
+def clean_code(raw: str) -> str:
+    """The code as stored and shown: surrounding white space stripped, 1 to 255 characters, no control characters.
+
+    Raises :class:`BadRequest` naming what is wrong; import turns it into a per-item 400.
+    """
+    code = raw.strip()
+    if not code:
+        raise BadRequest("Promo code is empty")
+    if len(code) > MAX_CODE_LENGTH:
+        raise BadRequest(f"Promo code is longer than {MAX_CODE_LENGTH} characters")
+    if any(unicodedata.category(char) == "Cc" for char in code):
+        raise BadRequest("Promo code contains a control character")
+    return code
+
+
+def code_key(code: str, case_sensitive: bool) -> str:
+    """The comparison key of a cleaned code inside its program.
+
+    Case-insensitive programs compare through Unicode case folding (``"STRASSE"`` and ``"straße"`` are the same
+    code); case-sensitive programs compare exactly. Import, get, activate, update, attach and detach all look codes
+    up by this key, so a code can never be stored under one spelling and redeemed under another.
+    """
+    return code if case_sensitive else code.casefold()

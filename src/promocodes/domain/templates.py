@@ -1,0 +1,60 @@
+"""Generation templates (spec 9.3): ``#`` a digit, ``@`` an upper-case letter, ``?`` a letter or digit,
+``\\`` escapes the next character, everything else is literal."""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+from promocodes.errors import BadRequest
+
+_ALPHABETS = {
+    "#": string.digits,
+    "@": string.ascii_uppercase,
+    "?": string.ascii_letters + string.digits,
+}
+
+
+class Template:
+    """A parsed template: a list of parts, each a literal string or an alphabet to draw one character from."""
+
+    def __init__(self, pattern: str) -> None:
+        parts: list[tuple[bool, str]] = []  # (is_placeholder, literal text or alphabet)
+        escaped = False
+        for char in pattern:
+            if escaped:
+                parts.append((False, char))
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char in _ALPHABETS:
+                parts.append((True, _ALPHABETS[char]))
+            else:
+                parts.append((False, char))
+        if escaped:
+            raise BadRequest("Template ends with a lone escape character `\\`")
+        if not any(is_placeholder for is_placeholder, _ in parts):
+            raise BadRequest("Template has no placeholder (`#`, `@` or `?`), so it can make only one code")
+        self.pattern = pattern
+        self._parts = parts
+
+    @property
+    def key_space(self) -> int:
+        """How many distinct codes the template can produce."""
+        size = 1
+        for is_placeholder, text in self._parts:
+            if is_placeholder:
+                size *= len(text)
+        return size
+
+    def generate(self) -> str:
+        """One code, drawn from a cryptographic random source."""
+        return "".join(secrets.choice(text) if is_placeholder else text for is_placeholder, text in self._parts)
+
+    def check_batch(self, count: int) -> None:
+        """Refuse batches larger than a thousandth of the key space, so generated codes stay hard to guess."""
+        if count * 1000 > self.key_space:
+            raise BadRequest(
+                f"Template {self.pattern!r} allows {self.key_space} codes; at most a thousandth of that "
+                f"({self.key_space // 1000}) may be generated"
+            )

@@ -1,0 +1,47 @@
+"""Time in one form: aware UTC datetimes inside, RFC 3339 with ``Z`` on the wire, microseconds in storage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from promocodes.errors import BadRequest
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_rfc3339(moment: datetime | None) -> str:
+    """``2025-03-01T09:30:00Z`` (whole seconds, as Altcraft shows them); ``""`` for a moment never set."""
+    if moment is None:
+        return ""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str, field: str) -> datetime:
+    """Parse an RFC 3339 date-time; any offset is accepted and turned into UTC. A date-time without an offset
+    is refused, because guessing its zone would silently move a code's expiry by hours."""
+    candidate = text.strip()
+    if candidate.endswith(("z", "Z")):
+        candidate = candidate[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(candidate)
+    except ValueError:
+        raise BadRequest(f"Field `{field}` is not an RFC 3339 date-time: {text!r}") from None
+    if "T" not in candidate.upper() or moment.tzinfo is None:
+        raise BadRequest(f"Field `{field}` must be an RFC 3339 date-time with an offset, e.g. 2025-03-01T09:30:00Z")
+    return moment.astimezone(UTC)
+
+
+def to_micros(moment: datetime) -> int:
+    """Storage form: whole microseconds since the Unix epoch, the same integer on both adapters."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)

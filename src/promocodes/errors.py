@@ -1,0 +1,85 @@
+"""The one error hierarchy of the server.
+
+Every failure a client can see is an instance of :class:`PromocodeError`. It carries the numeric ``error`` code of
+the Altcraft envelope (spec 8.2) and the HTTP status it travels with (spec 8.1.3: API-level outcomes ride on
+HTTP 200, transport failures keep a matching status). Exactly one place renders them: ``promocodes.http.responses``.
+
+    PromocodeError                      error   HTTP
+    ├── BadRequest                        400    200   malformed body, missing or invalid field
+    ├── Unauthorized                      401    200   no token, unknown or revoked token
+    ├── LimitExceeded                     402    200   the program's codes_limit would be exceeded
+    ├── Forbidden                         403    200   the token's role may not do this
+    ├── NotFound                          404    200   program, code, database, profile (or another account's)
+    ├── Conflict                          409    200   the object's state forbids the operation
+    ├── PayloadTooLarge                   413    413   body over the configured limit
+    ├── RouteNotFound                     404    404   unknown path
+    ├── MethodNotAllowed                  405    405   anything but POST
+    ├── RateLimited                       429    429   too many requests for one token
+    ├── InternalError                     500    500   a bug; the text never carries a stack trace
+    └── StorageUnavailable                503    503   the database cannot be reached; safe to retry
+
+A failed call changes nothing: the store raises or returns before committing, so an error never leaves a
+partial write behind.
+"""
+
+from __future__ import annotations
+
+
+class PromocodeError(Exception):
+    """Base of every error a client may see."""
+
+    code: int = 500
+    http_status: int = 500
+    default_text: str = "Internal error"
+
+    def __init__(self, text: str | None = None) -> None:
+        self.text = text or self.default_text
+        super().__init__(self.text)
+
+
+class BadRequest(PromocodeError):
+    code, http_status, default_text = 400, 200, "Bad request"
+
+
+class Unauthorized(PromocodeError):
+    code, http_status, default_text = 401, 200, "Token is missing"
+
+
+class LimitExceeded(PromocodeError):
+    code, http_status, default_text = 402, 200, "Program limit exceeded"
+
+
+class Forbidden(PromocodeError):
+    code, http_status, default_text = 403, 200, "Access denied"
+
+
+class NotFound(PromocodeError):
+    code, http_status, default_text = 404, 200, "Not found"
+
+
+class Conflict(PromocodeError):
+    code, http_status, default_text = 409, 200, "Conflict"
+
+
+class PayloadTooLarge(PromocodeError):
+    code, http_status, default_text = 413, 413, "Request body is too large"
+
+
+class RouteNotFound(PromocodeError):
+    code, http_status, default_text = 404, 404, "Unknown API method"
+
+
+class MethodNotAllowed(PromocodeError):
+    code, http_status, default_text = 405, 405, "Method not allowed: use POST"
+
+
+class RateLimited(PromocodeError):
+    code, http_status, default_text = 429, 429, "Rate limit exceeded"
+
+
+class InternalError(PromocodeError):
+    code, http_status, default_text = 500, 500, "Internal error"
+
+
+class StorageUnavailable(PromocodeError):
+    code, http_status, default_text = 503, 503, "Storage unavailable, retry later"

@@ -1,0 +1,30 @@
+"""Storage: one interface (``base.Store``) and two adapters, chosen by the database URL (spec 8.7)."""
+
+from __future__ import annotations
+
+from promocodes.errors import BadRequest
+from promocodes.store.base import Store
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file path of a ``sqlite:///relative`` or ``sqlite:////absolute`` URL; None for other schemes."""
+    if not url.startswith("sqlite://"):
+        return None
+    rest = url.removeprefix("sqlite://")
+    if not rest.startswith("/") or rest == "/":
+        raise BadRequest(f"SQLite URL {url!r} needs a path: sqlite:///relative.db or sqlite:////absolute.db")
+    return rest[1:] or ":memory:"
+
+
+def open_store(url: str, pool_size: int = 10) -> Store:
+    """A store for the URL, not yet opened."""
+    path = sqlite_path(url)
+    if path is not None:
+        from promocodes.store.sqlite import SqliteStore
+
+        return SqliteStore(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        from promocodes.store.postgres import PostgresStore
+
+        return PostgresStore(url, pool_size=pool_size)
+    raise BadRequest(f"Unsupported database URL {url!r}: use sqlite:///file.db or postgresql://user@host/dbname")

@@ -1,0 +1,916 @@
+"""The storage interface, with the SQL both adapters share.
+
+Every public coroutine of :class:`Store` is one whole operation in one transaction: the service never holds a
+transaction open across its own code. That keeps locks short, and it lets the SQLite adapter run each operation
+on its own database thread (see ``promocodes.store.sqlite``) while PostgreSQL runs it on a pooled connection.
+
+The statements are written once, in PostgreSQL's ``$n`` style; the SQLite connection rewrites ``$n`` to ``?n``.
+Times are integer microseconds (``promocodes.domain.times``) and booleans are read back through ``bool()``, so
+the same statement means the same on both. The little that differs lives on :class:`Connection`: the row-lock
+clauses, and the bulk insert of an import.
+
+Correctness under concurrency lives here, and each function that takes a lock says which and why in its docstring.
+The rule throughout: a state change is ONE conditional ``UPDATE``/``INSERT``/``DELETE`` whose ``WHERE`` is the
+rule, and whose ``RETURNING`` row says whether it happened; when it did not, a read in the same transaction says
+why (the :class:`~promocodes.models.Outcome`). Never read-then-write.
+"""
+
+from __future__ import annotations
+
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+
+import msgspec
+
+from promocodes.domain.times import from_micros, to_micros
+from promocodes.models import (
+    PROGRAM_SETTINGS,
+    Binding,
+    CodeState,
+    Database,
+    ExportedCode,
+    ImportOutcome,
+    Match,
+    MatchMode,
+    Outcome,
+    Principal,
+    Profile,
+    Program,
+    ProgramStats,
+    Role,
+    TokenInfo,
+)
+
+Row = Any  # sqlite3.Row and asyncpg.Record: both index by column name
+T = TypeVar("T")
+P = ParamSpec("P")
+S = TypeVar("S", bound="Store")
+
+
+class Connection(Protocol):
+    """The few calls the shared operations make; each adapter wraps its driver's connection in one of these."""
+
+    #: appended to a ``SELECT`` that picks a row to claim: PostgreSQL skips rows other transactions hold;
+    #: SQLite needs nothing, its write transactions are already serial (``BEGIN IMMEDIATE``).
+    skip_locked: str
+    #: appended to a ``SELECT`` that must hold its row until commit: ``FOR UPDATE`` on PostgreSQL, nothing on SQLite.
+    lock_row: str
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def fetchrow(self, sql: str, *args: Any) -> Row:
+        """The first row, or None when there is none."""
+        ...
+
+    async def fetchval(self, sql: str, *args: Any) -> Any: ...
+    def transaction(self) -> AbstractAsyncContextManager[None]: ...
+    async def insert_codes(self, program_id: int, rows: Sequence[tuple[str, str]], created: int) -> set[str]:
+        """Insert ``(code, key)`` rows, skipping keys the program holds; return the keys inserted."""
+        ...
+
+
+def operation(
+    method: Callable[Concatenate[S, Connection, P], Awaitable[T]],
+) -> Callable[Concatenate[S, P], Awaitable[T]]:
+    """Turn ``async def op(self, conn, ...)`` into ``async def op(self, ...)`` run by the adapter's ``_run``."""
+
+    @functools.wraps(method)
+    async def run(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._run(lambda conn: method(self, conn, *args, **kwargs))
+
+    return run
+
+
+def _flag(value: Any) -> bool:
+    return bool(value)
+
+
+_PROGRAM_COLUMNS = "id, account_id, " + ", ".join(PROGRAM_SETTINGS) + ", created"
+_TIME_SETTINGS = frozenset({"valid_from", "valid_to"})
+
+
+def _program(row: Row) -> Program:
+    return Program(
+        id=row["id"],
+        account_id=row["account_id"],
+        name=row["name"],
+        short_name=row["short_name"],
+        description=row["description"],
+        active=_flag(row["active"]),
+        valid_from=from_micros(row["valid_from"]),
+        valid_to=from_micros(row["valid_to"]),
+        multiple_usage=_flag(row["multiple_usage"]),
+        case_sensitive=_flag(row["case_sensitive"]),
+        codes_limit=row["codes_limit"],
+        create_on_attach=_flag(row["create_on_attach"]),
+        template=row["template"],
+        generate_on_attach=_flag(row["generate_on_attach"]),
+        one_code_per_profile=_flag(row["one_code_per_profile"]),
+        created=_time(row["created"]),
+    )
+
+
+def _time(value: int) -> datetime:
+    moment = from_micros(value)
+    assert moment is not None, "a NOT NULL time column came back NULL"
+    return moment
+
+
+def _setting_value(name: str, value: Any) -> Any:
+    return to_micros(value) if name in _TIME_SETTINGS and value is not None else value
+
+
+def _token(row: Row) -> TokenInfo:
+    return TokenInfo(
+        id=row["id"],
+        account_id=row["account_id"],
+        name=row["name"],
+        role=Role(row["role"]),
+        created=_time(row["created"]),
+        revoked=from_micros(row["revoked"]),
+    )
+
+
+def _profile(row: Row) -> Profile:
+    return Profile(
+        pk=row["id"],
+        database_id=row["database_id"],
+        profile_id=row["profile_id"],
+        email=row["email"],
+        phones=msgspec.json.decode(row["phones"]),
+        fields=msgspec.json.decode(row["fields"]),
+        created=_time(row["created"]),
+        updated=_time(row["updated"]),
+    )
+
+
+def _binding(row: Row | None) -> Binding | None:
+    if row is None:
+        return None
+    return Binding(
+        profile_pk=row["profile_pk"],
+        profile_id=row["profile_id"],
+        database_id=row["database_id"],
+        attached=_time(row["attached"]),
+        activated=from_micros(row["activated"]),
+    )
+
+
+_BINDING_SELECT = """
+    SELECT b.profile_pk, p.profile_id, p.database_id, b.attached, b.activated
+    FROM code_bindings b JOIN profiles p ON p.id = b.profile_pk
+"""
+
+# Profile lookups, one per matching mode. `email` and `email_profile` read the same field: this server keeps no
+# separate subscriptions, so "profile email or email subscription" and "profile email only" coincide.
+_PROFILE_LOOKUPS: Mapping[MatchMode, str] = {
+    MatchMode.EMAIL: "SELECT * FROM profiles WHERE database_id = $1 AND email_key = $2",
+    MatchMode.EMAIL_PROFILE: "SELECT * FROM profiles WHERE database_id = $1 AND email_key = $2",
+    MatchMode.PROFILE_ID: "SELECT * FROM profiles WHERE database_id = $1 AND profile_id = $2",
+    MatchMode.PHONE: """
+        SELECT * FROM profiles WHERE id IN (
+            SELECT profile_pk FROM profile_phones WHERE database_id = $1 AND digits = $2)""",
+    MatchMode.CUSTOM: """
+        SELECT * FROM profiles WHERE id IN (
+            SELECT profile_pk FROM profile_fields WHERE database_id = $1 AND value = $2 AND name = $3)""",
+}
+
+
+class Store(ABC):
+    """The storage interface: what the service may ask of a database, as whole operations."""
+
+    # --- lifecycle, provided by each adapter ------------------------------------------------------------------
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect (and create the SQLite file); does not migrate."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def migrate(self) -> list[str]:
+        """Apply the migrations not applied yet, each in its own transaction; return their names."""
+
+    @abstractmethod
+    async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run one operation on a connection of this adapter, mapping driver failures to the error tree."""
+
+    # --- accounts and tokens ----------------------------------------------------------------------------------
+
+    @operation
+    async def ensure_account(self, conn: Connection, name: str, now: datetime) -> int:
+        """The id of the named account, created if missing (``ON CONFLICT`` makes concurrent creators agree)."""
+        async with conn.transaction():
+            await conn.fetchval(
+                "INSERT INTO accounts (name, created) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING id",
+                name,
+                to_micros(now),
+            )
+            account_id: int = await conn.fetchval("SELECT id FROM accounts WHERE name = $1", name)
+            return account_id
+
+    @operation
+    async def find_account(self, conn: Connection, name: str) -> int | None:
+        account_id: int | None = await conn.fetchval("SELECT id FROM accounts WHERE name = $1", name)
+        return account_id
+
+    @operation
+    async def create_token(
+        self, conn: Connection, account_id: int, name: str, role: Role, token_hash: str, now: datetime
+    ) -> TokenInfo:
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                "INSERT INTO tokens (account_id, name, role, token_hash, created) VALUES ($1, $2, $3, $4, $5) "
+                "RETURNING *",
+                account_id,
+                name,
+                role.value,
+                token_hash,
+                to_micros(now),
+            )
+            return _token(row)
+
+    @operation
+    async def principal_for(self, conn: Connection, token_hash: str) -> Principal | None:
+        row = await conn.fetchrow(
+            "SELECT id, account_id, role FROM tokens WHERE token_hash = $1 AND revoked IS NULL", token_hash
+        )
+        if row is None:
+            return None
+        return Principal(account_id=row["account_id"], role=Role(row["role"]), token_id=row["id"])
+
+    @operation
+    async def list_tokens(self, conn: Connection, account_id: int) -> list[TokenInfo]:
+        rows = await conn.fetch("SELECT * FROM tokens WHERE account_id = $1 ORDER BY id", account_id)
+        return [_token(row) for row in rows]
+
+    @operation
+    async def revoke_token(self, conn: Connection, account_id: int, token_id: int, now: datetime) -> TokenInfo | None:
+        """Revoke once; revoking a revoked token changes nothing. None when the account has no such token."""
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE tokens SET revoked = COALESCE(revoked, $3) WHERE id = $2 AND account_id = $1 RETURNING *",
+                account_id,
+                token_id,
+                to_micros(now),
+            )
+            return None if row is None else _token(row)
+
+    @operation
+    async def count_tokens(self, conn: Connection) -> int:
+        count: int = await conn.fetchval("SELECT count(*) FROM tokens")
+        return count
+
+    # --- programs ---------------------------------------------------------------------------------------------
+
+    @operation
+    async def create_program(
+        self, conn: Connection, account_id: int, settings: Mapping[str, Any], now: datetime
+    ) -> Program:
+        names = [name for name in PROGRAM_SETTINGS if name in settings]
+        columns = ", ".join(["account_id", "created", *names])
+        placeholders = ", ".join(f"${index}" for index in range(1, len(names) + 3))
+        values = [_setting_value(name, settings[name]) for name in names]
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                f"INSERT INTO programs ({columns}) VALUES ({placeholders}) RETURNING {_PROGRAM_COLUMNS}",
+                account_id,
+                to_micros(now),
+                *values,
+            )
+            return _program(row)
+
+    @operation
+    async def get_program(self, conn: Connection, account_id: int, program_id: int) -> Program | None:
+        """The program, or None when it does not exist OR belongs to another account (the two look alike)."""
+        row = await conn.fetchrow(
+            f"SELECT {_PROGRAM_COLUMNS} FROM programs WHERE id = $1 AND account_id = $2", program_id, account_id
+        )
+        return None if row is None else _program(row)
+
+    @operation
+    async def list_programs(self, conn: Connection, account_id: int) -> list[Program]:
+        rows = await conn.fetch(
+            f"SELECT {_PROGRAM_COLUMNS} FROM programs WHERE account_id = $1 ORDER BY id", account_id
+        )
+        return [_program(row) for row in rows]
+
+    @operation
+    async def update_program(
+        self, conn: Connection, account_id: int, program_id: int, changes: Mapping[str, Any]
+    ) -> Program | None:
+        # Column names come only from the fixed PROGRAM_SETTINGS list, never from the request.
+        names = [name for name in PROGRAM_SETTINGS if name in changes]
+        assignments = ", ".join(f"{name} = ${index}" for index, name in enumerate(names, start=3))
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                f"UPDATE programs SET {assignments} WHERE id = $1 AND account_id = $2 RETURNING {_PROGRAM_COLUMNS}",
+                program_id,
+                account_id,
+                *[_setting_value(name, changes[name]) for name in names],
+            )
+            return None if row is None else _program(row)
+
+    @operation
+    async def delete_program(self, conn: Connection, account_id: int, program_id: int, force: bool) -> bool | None:
+        """Delete the program with its codes: True; False when refused; None when the account has no such program.
+
+        Without ``force`` the ``DELETE`` itself carries the condition "holds
+        no attached code", so a code attached concurrently either lands first (and the delete is refused) or
+        finds the program gone (its insert of a binding fails on the foreign key)."""
+        async with conn.transaction():
+            deleted = await conn.fetchval(
+                "DELETE FROM programs WHERE id = $1 AND account_id = $2 AND ($3 OR NOT EXISTS ("
+                "  SELECT 1 FROM codes WHERE program_id = $1 AND attached_count > 0)) RETURNING id",
+                program_id,
+                account_id,
+                force,
+            )
+            if deleted is not None:
+                return True
+            exists = await conn.fetchval(
+                "SELECT 1 FROM programs WHERE id = $1 AND account_id = $2", program_id, account_id
+            )
+            return False if exists else None
+
+    @operation
+    async def program_stats(self, conn: Connection, program_id: int, now: datetime) -> ProgramStats:
+        at = to_micros(now)
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                """
+                SELECT count(*) AS total,
+                       COALESCE(sum(CASE WHEN attached_count = 0 AND (expire_date IS NULL OR expire_date > $2)
+                                         THEN 1 ELSE 0 END), 0) AS free,
+                       COALESCE(sum(CASE WHEN attached_count > 0 THEN 1 ELSE 0 END), 0) AS attached,
+                       COALESCE(sum(CASE WHEN expire_date IS NOT NULL AND expire_date <= $2
+                                         THEN 1 ELSE 0 END), 0) AS expired
+                FROM codes WHERE program_id = $1
+                """,
+                program_id,
+                at,
+            )
+            activated = await conn.fetchval(
+                "SELECT count(DISTINCT b.code_id) FROM code_bindings b JOIN codes c ON c.id = b.code_id "
+                "WHERE c.program_id = $1 AND b.activated IS NOT NULL",
+                program_id,
+            )
+            return ProgramStats(
+                total=int(row["total"]),
+                free=int(row["free"]),
+                attached=int(row["attached"]),
+                activated=int(activated),
+                expired=int(row["expired"]),
+            )
+
+    # --- databases and profiles -------------------------------------------------------------------------------
+
+    @operation
+    async def create_database(self, conn: Connection, account_id: int, name: str, now: datetime) -> Database:
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                "INSERT INTO databases (account_id, name, created) VALUES ($1, $2, $3) RETURNING id, name, created",
+                account_id,
+                name,
+                to_micros(now),
+            )
+            return Database(id=row["id"], name=row["name"], created=_time(row["created"]))
+
+    @operation
+    async def list_databases(self, conn: Connection, account_id: int) -> list[Database]:
+        rows = await conn.fetch("SELECT id, name, created FROM databases WHERE account_id = $1 ORDER BY id", account_id)
+        return [Database(id=row["id"], name=row["name"], created=_time(row["created"])) for row in rows]
+
+    @operation
+    async def get_database(self, conn: Connection, account_id: int, database_id: int) -> Database | None:
+        row = await conn.fetchrow(
+            "SELECT id, name, created FROM databases WHERE id = $1 AND account_id = $2", database_id, account_id
+        )
+        return None if row is None else Database(id=row["id"], name=row["name"], created=_time(row["created"]))
+
+    @operation
+    async def find_profiles(self, conn: Connection, database_id: int, match: Match, limit: int = 2) -> list[Profile]:
+        """Profiles of the database that the match names; ``limit`` 2 is enough to tell "one" from "several"."""
+        args: list[Any] = [database_id, match.value]
+        if match.mode is MatchMode.CUSTOM:
+            args.append(match.field_name)
+        rows = await conn.fetch(f"{_PROFILE_LOOKUPS[match.mode]} ORDER BY id LIMIT {int(limit)}", *args)
+        return [_profile(row) for row in rows]
+
+    @operation
+    async def save_profile(
+        self,
+        conn: Connection,
+        database_id: int,
+        existing_pk: int | None,
+        profile_id: str,
+        email: str | None,
+        phones: Sequence[tuple[str, str]],
+        fields: Mapping[str, Any],
+        now: datetime,
+    ) -> Profile:
+        """Create the profile, or replace the data of ``existing_pk``. ``phones`` are ``(as given, digits)``;
+        custom fields are indexed by their text form so that ``custom`` matching finds ``42`` and ``"42"`` alike."""
+        at = to_micros(now)
+        phones_json = msgspec.json.encode([given for given, _ in phones]).decode()
+        fields_json = msgspec.json.encode(fields).decode()
+        email_key = None if email is None else email.strip().casefold()
+        async with conn.transaction():
+            if existing_pk is None:
+                row = await conn.fetchrow(
+                    "INSERT INTO profiles (database_id, profile_id, email, email_key, phones, fields, created, "
+                    "updated) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING *",
+                    database_id,
+                    profile_id,
+                    email,
+                    email_key,
+                    phones_json,
+                    fields_json,
+                    at,
+                )
+            else:
+                row = await conn.fetchrow(
+                    "UPDATE profiles SET email = $2, email_key = $3, phones = $4, fields = $5, updated = $6 "
+                    "WHERE id = $1 RETURNING *",
+                    existing_pk,
+                    email,
+                    email_key,
+                    phones_json,
+                    fields_json,
+                    at,
+                )
+                await conn.fetchval("DELETE FROM profile_phones WHERE profile_pk = $1 RETURNING 1", existing_pk)
+                await conn.fetchval("DELETE FROM profile_fields WHERE profile_pk = $1 RETURNING 1", existing_pk)
+            pk = row["id"]
+            for _, digits in phones:
+                await conn.fetchval(
+                    "INSERT INTO profile_phones (profile_pk, database_id, digits) VALUES ($1, $2, $3) RETURNING 1",
+                    pk,
+                    database_id,
+                    digits,
+                )
+            for name, value in fields.items():
+                await conn.fetchval(
+                    "INSERT INTO profile_fields (profile_pk, database_id, name, value) VALUES ($1, $2, $3, $4) "
+                    "RETURNING 1",
+                    pk,
+                    database_id,
+                    name,
+                    field_text(value),
+                )
+            return _profile(row)
+
+    @operation
+    async def delete_profile(self, conn: Connection, profile_pk: int, force: bool) -> bool:
+        """Delete a profile (True), or refuse while it holds codes (False).
+
+        Without ``force`` the ``DELETE`` carries "holds no code" as its condition. With it,
+        the profile's bindings go first and each code's ``attached_count`` drops in the same transaction, so
+        personal codes return to the pool consistently."""
+        async with conn.transaction():
+            if force:
+                await conn.fetch(
+                    "UPDATE codes SET attached_count = attached_count - 1 "
+                    "WHERE id IN (SELECT code_id FROM code_bindings WHERE profile_pk = $1) RETURNING id",
+                    profile_pk,
+                )
+                await conn.fetch("DELETE FROM code_bindings WHERE profile_pk = $1 RETURNING id", profile_pk)
+            deleted = await conn.fetchval(
+                "DELETE FROM profiles WHERE id = $1 AND NOT EXISTS ("
+                "  SELECT 1 FROM code_bindings WHERE profile_pk = $1) RETURNING id",
+                profile_pk,
+            )
+            return deleted is not None
+
+    # --- codes ------------------------------------------------------------------------------------------------
+
+    @operation
+    async def import_codes(
+        self, conn: Connection, program_id: int, rows: Sequence[tuple[str, str]], now: datetime
+    ) -> ImportOutcome:
+        """Insert ``(code, key)`` rows (keys already unique within the batch), in order, up to the program's limit.
+
+        Lock: the first statement touches the program row (``UPDATE … SET code_count = code_count``), which holds
+        it until commit, so two imports into one program count against ``codes_limit`` one after the other and
+        can never overshoot it together. Duplicates (keys the program holds) use no room.
+        """
+        async with conn.transaction():
+            program = await conn.fetchrow(
+                "UPDATE programs SET code_count = code_count WHERE id = $1 RETURNING code_count, codes_limit",
+                program_id,
+            )
+            limit = program["codes_limit"]
+            room = None if limit is None else max(0, limit - program["code_count"])
+            created = to_micros(now)
+            inserted: set[str] = set()
+            considered = 0
+            while considered < len(rows) and (room is None or room > 0):
+                # Without a limit, one pass; with one, try as many rows as there is room for: duplicates among
+                # them leave room for the next rows, so loop until the room or the rows run out.
+                end = len(rows) if room is None else considered + room
+                added = await conn.insert_codes(program_id, rows[considered:end], created)
+                inserted |= added
+                considered = min(end, len(rows))
+                if room is not None:
+                    room -= len(added)
+            if inserted:
+                await conn.fetchval(
+                    "UPDATE programs SET code_count = code_count + $2 WHERE id = $1 RETURNING code_count",
+                    program_id,
+                    len(inserted),
+                )
+            return ImportOutcome(inserted=frozenset(inserted), considered=considered)
+
+    @operation
+    async def code_state(
+        self, conn: Connection, program_id: int, key: str, profile_pk: int | None = None
+    ) -> CodeState | None:
+        async with conn.transaction():
+            return await _code_state(conn, program_id, key, profile_pk)
+
+    @operation
+    async def activate(
+        self, conn: Connection, program_id: int, key: str, profile_pk: int | None, now: datetime
+    ) -> Outcome:
+        """Redeem a code: ONE conditional ``UPDATE`` (attached, not activated, not expired, and bound to
+        ``profile_pk`` when one is named).
+
+        Lock: the ``UPDATE`` row lock. Two concurrent activations both find the binding, but the second waits on
+        the first's row lock and then re-checks ``activated IS NULL`` against the committed row (PostgreSQL's READ
+        COMMITTED re-evaluation; on SQLite write transactions are serial), so exactly one of them matches.
+        """
+        async with conn.transaction():
+            return await _activate(conn, program_id, key, profile_pk, to_micros(now))
+
+    @operation
+    async def update_code(
+        self,
+        conn: Connection,
+        program_id: int,
+        key: str,
+        profile_pk: int | None,
+        expire_date: datetime | None,
+        set_expiry: bool,
+        activated: bool | None,
+        now: datetime,
+    ) -> Outcome:
+        """Change the expiry and/or the activation, all or nothing (spec 8.5.2).
+
+        The new expiry is written first, so the activation is judged against it; when the activation then fails,
+        the transaction rolls back and the expiry stays as it was. Locks: those of the two ``UPDATE`` statements;
+        activation is the same single conditional statement as :meth:`activate`.
+        """
+        at = to_micros(now)
+        try:
+            async with conn.transaction():
+                return await _update_code(conn, program_id, key, profile_pk, expire_date, set_expiry, activated, at)
+        except _Rollback as rollback:
+            return rollback.outcome
+
+    @operation
+    async def attach_code(
+        self,
+        conn: Connection,
+        program_id: int,
+        code: str,
+        key: str,
+        profile_pk: int,
+        multiple_usage: bool,
+        create: bool,
+        now: datetime,
+    ) -> Outcome:
+        """Bind the named code to a profile, creating it first when ``create`` and it is unknown.
+
+        Locks: a personal code is claimed by ONE conditional ``UPDATE`` (``attached_count`` 0 → 1); of two
+        concurrent claims the second re-checks the committed row, finds 1, and matches nothing. A multiple-usage
+        code takes one binding row per profile, and the ``UNIQUE (code_id, profile_pk)`` constraint makes the
+        second of two identical binds a no-op (``ON CONFLICT DO NOTHING``). Creating the code goes through
+        :meth:`import_codes`' program-row lock, so the program limit holds.
+        """
+        at = to_micros(now)
+        async with conn.transaction():
+            if create:
+                exists = await conn.fetchval(
+                    "SELECT id FROM codes WHERE program_id = $1 AND code_key = $2", program_id, key
+                )
+                if exists is None:
+                    outcome = await self._import_one(conn, program_id, code, key, at)
+                    if outcome is not Outcome.DONE:
+                        return outcome
+            if multiple_usage:
+                code_id = await conn.fetchval(
+                    "INSERT INTO code_bindings (code_id, profile_pk, attached) "
+                    "SELECT id, $3, $4 FROM codes WHERE program_id = $1 AND code_key = $2 "
+                    "  AND (expire_date IS NULL OR expire_date > $4) "
+                    "ON CONFLICT (code_id, profile_pk) DO NOTHING RETURNING code_id",
+                    program_id,
+                    key,
+                    profile_pk,
+                    at,
+                )
+                if code_id is not None:
+                    await conn.fetchval(
+                        "UPDATE codes SET attached_count = attached_count + 1 WHERE id = $1 RETURNING id", code_id
+                    )
+                    return Outcome.DONE
+            else:
+                code_id = await conn.fetchval(
+                    "UPDATE codes SET attached_count = 1 WHERE program_id = $1 AND code_key = $2 "
+                    "AND attached_count = 0 AND (expire_date IS NULL OR expire_date > $3) RETURNING id",
+                    program_id,
+                    key,
+                    at,
+                )
+                if code_id is not None:
+                    await _bind(conn, code_id, profile_pk, at)
+                    return Outcome.DONE
+            return _why_not_attached(await _code_state(conn, program_id, key, profile_pk), at)
+
+    async def _import_one(self, conn: Connection, program_id: int, code: str, key: str, at: int) -> Outcome:
+        program = await conn.fetchrow(
+            "UPDATE programs SET code_count = code_count WHERE id = $1 RETURNING code_count, codes_limit", program_id
+        )
+        if program["codes_limit"] is not None and program["code_count"] >= program["codes_limit"]:
+            return Outcome.LIMIT_REACHED
+        if await conn.insert_codes(program_id, [(code, key)], at):
+            await conn.fetchval(
+                "UPDATE programs SET code_count = code_count + 1 WHERE id = $1 RETURNING id", program_id
+            )
+        return Outcome.DONE
+
+    @operation
+    async def attach_from_pool(
+        self, conn: Connection, program_id: int, profile_pk: int, one_per_profile: bool, now: datetime
+    ) -> str | None:
+        """Bind the oldest free, unexpired code of the program to the profile; None when none is free.
+
+        Locks:
+        - the profile row (``SELECT … FOR UPDATE`` on PostgreSQL), held to commit, so that with
+          ``one_per_profile`` two concurrent attaches for one profile run one after the other and the second
+          sees the first's code instead of taking another;
+        - the picked code: ``SELECT … FOR UPDATE SKIP LOCKED`` inside the claiming ``UPDATE``. Concurrent
+          attaches each lock a different free row instead of queueing on the same oldest one, and the outer
+          ``attached_count = 0`` re-check means a row claimed meanwhile is never claimed twice. On SQLite the
+          write transaction (``BEGIN IMMEDIATE``) is itself exclusive.
+        The partial index ``codes_free`` makes the pick a seek to the first free row at any number of codes.
+        """
+        at = to_micros(now)
+        async with conn.transaction():
+            await conn.fetchval(f"SELECT id FROM profiles WHERE id = $1{conn.lock_row}", profile_pk)
+            if one_per_profile:
+                held: str | None = await conn.fetchval(
+                    "SELECT c.code FROM code_bindings b JOIN codes c ON c.id = b.code_id "
+                    "WHERE b.profile_pk = $1 AND c.program_id = $2 ORDER BY b.attached, b.id LIMIT 1",
+                    profile_pk,
+                    program_id,
+                )
+                if held is not None:
+                    return held
+            row = await conn.fetchrow(
+                "UPDATE codes SET attached_count = 1 WHERE id = ("
+                "  SELECT id FROM codes WHERE program_id = $1 AND attached_count = 0"
+                "    AND (expire_date IS NULL OR expire_date > $2)"
+                f"  ORDER BY id LIMIT 1{conn.skip_locked}"
+                ") AND attached_count = 0 RETURNING id, code",
+                program_id,
+                at,
+            )
+            if row is None:
+                return None
+            await _bind(conn, row["id"], profile_pk, at)
+            picked: str = row["code"]
+            return picked
+
+    @operation
+    async def detach(self, conn: Connection, program_id: int, key: str, profile_pk: int) -> Outcome:
+        """Unbind a code from the profile that alone holds it, unless it was activated.
+
+        Locks: the claim is ONE conditional ``UPDATE`` (``attached_count`` 1 → 0), then the binding is deleted
+        under its own conditions (this profile, not activated); if that matches nothing the whole transaction
+        rolls back, so a refused detach leaves the count as it was.
+        """
+        try:
+            async with conn.transaction():
+                return await _detach(conn, program_id, key, profile_pk)
+        except _Rollback as rollback:
+            return rollback.outcome
+
+    @operation
+    async def export_page(self, conn: Connection, program_id: int, after_id: int, limit: int) -> list[ExportedCode]:
+        """One page of the program's codes in creation order, after ``after_id`` (keyset paging: no cursor is
+        held between pages, so an export of millions of codes needs neither a long transaction nor memory)."""
+        rows = await conn.fetch(
+            "SELECT c.id, c.code, max(b.attached) AS attached, max(b.activated) AS activated "
+            "FROM (SELECT id, code FROM codes WHERE program_id = $1 AND id > $2 ORDER BY id LIMIT $3) c "
+            "LEFT JOIN code_bindings b ON b.code_id = c.id GROUP BY c.id, c.code ORDER BY c.id",
+            program_id,
+            after_id,
+            limit,
+        )
+        return [
+            ExportedCode(
+                id=row["id"],
+                code=row["code"],
+                attached=from_micros(row["attached"]),
+                activated=from_micros(row["activated"]),
+            )
+            for row in rows
+        ]
+
+    async def export_codes(self, program_id: int, page_size: int = 5000) -> AsyncIterator[ExportedCode]:
+        """Every code of the program, page by page; memory stays at one page whatever the program's size."""
+        after_id = 0
+        while True:
+            page = await self.export_page(program_id, after_id, page_size)
+            for item in page:
+                yield item
+            if len(page) < page_size:
+                return
+            after_id = page[-1].id
+
+
+class _Rollback(Exception):
+    """Raised inside a transaction to undo it while still reporting an outcome; caught right outside it."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.value)
+        self.outcome = outcome
+
+
+def field_text(value: Any) -> str:
+    """The text a custom field is matched by: strings as they are, numbers and booleans as JSON writes them."""
+    return value if isinstance(value, str) else msgspec.json.encode(value).decode()
+
+
+async def _bind(conn: Connection, code_id: int, profile_pk: int, at: int) -> None:
+    await conn.fetchval(
+        "INSERT INTO code_bindings (code_id, profile_pk, attached) VALUES ($1, $2, $3) RETURNING id",
+        code_id,
+        profile_pk,
+        at,
+    )
+
+
+async def _code_state(conn: Connection, program_id: int, key: str, profile_pk: int | None) -> CodeState | None:
+    code = await conn.fetchrow(
+        "SELECT id, code, program_id, created, expire_date, attached_count FROM codes "
+        "WHERE program_id = $1 AND code_key = $2",
+        program_id,
+        key,
+    )
+    if code is None:
+        return None
+    code_id = code["id"]
+    totals = await conn.fetchrow(
+        "SELECT count(activated) AS activated_count, max(activated) AS last_activated "
+        "FROM code_bindings WHERE code_id = $1",
+        code_id,
+    )
+    latest = await conn.fetchrow(
+        f"{_BINDING_SELECT} WHERE b.code_id = $1 ORDER BY b.attached DESC, b.id DESC LIMIT 1", code_id
+    )
+    own = None
+    if profile_pk is not None:
+        own = await conn.fetchrow(f"{_BINDING_SELECT} WHERE b.code_id = $1 AND b.profile_pk = $2", code_id, profile_pk)
+    return CodeState(
+        id=code_id,
+        code=code["code"],
+        program_id=code["program_id"],
+        created=_time(code["created"]),
+        expire_date=from_micros(code["expire_date"]),
+        attached_count=code["attached_count"],
+        activated_count=int(totals["activated_count"]),
+        last_activated=from_micros(totals["last_activated"]),
+        latest=_binding(latest),
+        own=_binding(own),
+    )
+
+
+async def _activate(conn: Connection, program_id: int, key: str, profile_pk: int | None, at: int) -> Outcome:
+    activated = await conn.fetchval(
+        """
+        UPDATE code_bindings SET activated = $3
+        WHERE id = (
+            SELECT b.id FROM code_bindings b JOIN codes c ON c.id = b.code_id
+            WHERE c.program_id = $1 AND c.code_key = $2 AND b.activated IS NULL
+              AND (c.expire_date IS NULL OR c.expire_date > $3)
+              AND (CAST($4 AS BIGINT) IS NULL OR b.profile_pk = $4)
+            ORDER BY b.id LIMIT 1)
+        AND activated IS NULL
+        RETURNING id
+        """,
+        program_id,
+        key,
+        at,
+        profile_pk,
+    )
+    if activated is not None:
+        return Outcome.DONE
+    state = await _code_state(conn, program_id, key, profile_pk)
+    if state is None:
+        return Outcome.NO_CODE
+    binding = state.own if profile_pk is not None else state.latest
+    if binding is None:
+        return Outcome.NOT_ATTACHED if state.attached_count == 0 else Outcome.ATTACHED_ELSEWHERE
+    if binding.activated is not None:
+        return Outcome.ALREADY_ACTIVATED
+    return Outcome.EXPIRED
+
+
+async def _update_code(
+    conn: Connection,
+    program_id: int,
+    key: str,
+    profile_pk: int | None,
+    expire_date: datetime | None,
+    set_expiry: bool,
+    activated: bool | None,
+    at: int,
+) -> Outcome:
+    if set_expiry:
+        changed = await conn.fetchval(
+            "UPDATE codes SET expire_date = $3 WHERE program_id = $1 AND code_key = $2 RETURNING id",
+            program_id,
+            key,
+            None if expire_date is None else to_micros(expire_date),
+        )
+        if changed is None:
+            return Outcome.NO_CODE
+    if activated is True:
+        outcome = await _activate(conn, program_id, key, profile_pk, at)
+        if outcome is not Outcome.DONE:
+            raise _Rollback(outcome)  # undo the new expiry too: all or nothing
+        return outcome
+    if activated is False:
+        return await _deactivate(conn, program_id, key, profile_pk)
+    return Outcome.DONE
+
+
+async def _deactivate(conn: Connection, program_id: int, key: str, profile_pk: int | None) -> Outcome:
+    """Clear the activation (a rollback of a redemption). A code that is not activated is left as it is."""
+    cleared = await conn.fetchval(
+        "UPDATE code_bindings SET activated = NULL WHERE activated IS NOT NULL "
+        "AND code_id = (SELECT id FROM codes WHERE program_id = $1 AND code_key = $2) "
+        "AND (CAST($3 AS BIGINT) IS NULL OR profile_pk = $3) RETURNING id",
+        program_id,
+        key,
+        profile_pk,
+    )
+    if cleared is not None:
+        return Outcome.DONE
+    state = await _code_state(conn, program_id, key, profile_pk)
+    if state is None:
+        return Outcome.NO_CODE
+    if profile_pk is not None and state.own is None:
+        return Outcome.NOT_ATTACHED if state.attached_count == 0 else Outcome.ATTACHED_ELSEWHERE
+    return Outcome.UNCHANGED
+
+
+def _why_not_attached(state: CodeState | None, at: int) -> Outcome:
+    if state is None:
+        return Outcome.NO_CODE
+    if state.own is not None:
+        return Outcome.UNCHANGED
+    if state.expire_date is not None and to_micros(state.expire_date) <= at:
+        return Outcome.EXPIRED
+    return Outcome.ATTACHED_ELSEWHERE
+
+
+async def _detach(conn: Connection, program_id: int, key: str, profile_pk: int) -> Outcome:
+    code_id = await conn.fetchval(
+        "UPDATE codes SET attached_count = 0 WHERE program_id = $1 AND code_key = $2 AND attached_count = 1 "
+        "RETURNING id",
+        program_id,
+        key,
+    )
+    if code_id is None:
+        return await _why_not_detached(conn, program_id, key, profile_pk)
+    removed = await conn.fetchval(
+        "DELETE FROM code_bindings WHERE code_id = $1 AND profile_pk = $2 AND activated IS NULL RETURNING id",
+        code_id,
+        profile_pk,
+    )
+    if removed is None:
+        # The sole binding is someone else's, or this profile's but activated; the rollback puts the count back.
+        own = await conn.fetchval(
+            "SELECT 1 FROM code_bindings WHERE code_id = $1 AND profile_pk = $2", code_id, profile_pk
+        )
+        raise _Rollback(Outcome.ALREADY_ACTIVATED if own else Outcome.ATTACHED_ELSEWHERE)
+    return Outcome.DONE
+
+
+async def _why_not_detached(conn: Connection, program_id: int, key: str, profile_pk: int) -> Outcome:
+    state = await _code_state(conn, program_id, key, profile_pk)
+    if state is None:
+        return Outcome.NO_CODE
+    if state.attached_count == 0:
+        return Outcome.NOT_ATTACHED
+    if state.attached_count > 1:
+        return Outcome.SEVERAL_PROFILES
+    if state.own is None:
+        return Outcome.ATTACHED_ELSEWHERE
+    return Outcome.ALREADY_ACTIVATED

@@ -1,0 +1,188 @@
+"""The SQLite adapter: the embedded default, a single file created on first start.
+
+Design: every operation runs on ONE dedicated database thread that owns the ``sqlite3`` connection and runs a
+private event loop. The shared operations of :class:`~promocodes.store.base.Store` are coroutines; on that thread
+their awaits on SQLite return at once (the calls are synchronous), so an operation costs one hop between threads,
+never blocks the server's event loop, and never interleaves with another operation of this process.
+
+Across processes (``serve --workers N``) the file is shared. WAL mode lets readers proceed beside the single
+writer; every write transaction starts with ``BEGIN IMMEDIATE``, taking SQLite's write lock up front, so two
+processes' conditional updates are serial; ``busy_timeout`` makes a writer wait for the lock instead of failing.
+``synchronous=FULL`` makes each commit durable before the answer goes out: an acknowledged write is not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from promocodes.domain.times import to_micros, utcnow
+from promocodes.errors import StorageUnavailable
+from promocodes.store.base import Connection, Row, Store
+from promocodes.store.migrations import CREATE_VERSIONS_TABLE, migration_files
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 10_000
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@functools.lru_cache(maxsize=512)
+def _translate(sql: str) -> str:
+    """PostgreSQL's ``$1`` placeholders → SQLite's numbered ``?1``."""
+    return _PLACEHOLDER.sub(r"?\1", sql)
+
+
+class SqliteConnection:
+    """:class:`~promocodes.store.base.Connection` over ``sqlite3``; used only on the database thread."""
+
+    skip_locked = ""  # write transactions are serial: nothing to skip
+    lock_row = ""  # ... and nothing to lock beyond BEGIN IMMEDIATE
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self._raw = raw
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return self._raw.execute(_translate(sql), args).fetchall()
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row:
+        return self._raw.execute(_translate(sql), args).fetchone()
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = self._raw.execute(_translate(sql), args).fetchone()
+        return None if row is None else row[0]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        # BEGIN IMMEDIATE: take the write lock now, not at the first write, so a transaction never has to give up
+        # half-way because another process started writing after it read.
+        self._raw.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._raw.execute("ROLLBACK")
+            raise
+        self._raw.execute("COMMIT")
+
+    async def insert_codes(self, program_id: int, rows: Sequence[tuple[str, str]], created: int) -> set[str]:
+        cursor = self._raw.cursor()
+        inserted: set[str] = set()
+        for code, key in rows:
+            cursor.execute(
+                "INSERT INTO codes (program_id, code, code_key, created) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (program_id, code_key) DO NOTHING",
+                (program_id, code, key, created),
+            )
+            if cursor.rowcount == 1:
+                inserted.add(key)
+        return inserted
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._raw: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name=f"sqlite:{self.path}", daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+        await self._on_thread(self._connect)
+
+    async def close(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        await self._on_thread(self._disconnect)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        await asyncio.to_thread(self._thread.join)
+        self._loop.close()
+        self._loop = self._thread = None
+
+    async def _connect(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        raw = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        raw.row_factory = sqlite3.Row
+        raw.execute("PRAGMA journal_mode = WAL")
+        raw.execute("PRAGMA synchronous = FULL")
+        raw.execute("PRAGMA foreign_keys = ON")
+        raw.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._raw = raw
+
+    async def _disconnect(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
+
+    async def _on_thread(self, work: Callable[[], Awaitable[T]]) -> T:
+        assert self._loop is not None, "the store is not open"
+
+        async def guarded() -> T:
+            try:
+                return await work()
+            except sqlite3.OperationalError as error:
+                # "database is locked" after busy_timeout, "unable to open", "disk I/O error": the storage is
+                # unavailable right now, and the transaction was rolled back, so a retry is safe.
+                raise StorageUnavailable(f"SQLite: {error}") from error
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(guarded(), self._loop))
+
+    async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        async def with_connection() -> T:
+            assert self._raw is not None, "the store is not open"
+            return await work(SqliteConnection(self._raw))
+
+        return await self._on_thread(with_connection)
+
+    async def migrate(self) -> list[str]:
+        async def apply() -> list[str]:
+            raw = self._raw
+            assert raw is not None, "the store is not open"
+            raw.execute(CREATE_VERSIONS_TABLE)
+            applied_now: list[str] = []
+            for version, sql in migration_files("sqlite"):
+                raw.execute("BEGIN IMMEDIATE")
+                try:
+                    if raw.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone():
+                        raw.execute("ROLLBACK")
+                        continue
+                    # executescript would COMMIT first; run the file statement by statement inside our
+                    # transaction instead, so a failing migration leaves nothing behind.
+                    for statement in _statements(sql):
+                        raw.execute(statement)
+                    raw.execute(
+                        "INSERT INTO schema_migrations (version, applied) VALUES (?, ?)", (version, to_micros(utcnow()))
+                    )
+                    raw.execute("COMMIT")
+                except BaseException:
+                    if raw.in_transaction:
+                        raw.execute("ROLLBACK")
+                    raise
+                applied_now.append(version)
+            return applied_now
+
+        return await self._on_thread(apply)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements, using SQLite's own notion of a complete statement."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending)
+            pending = ""
+    if pending.strip() and not all(part.strip().startswith("--") for part in pending.splitlines() if part.strip()):
+        raise ValueError(f"Incomplete statement at the end of a migration: {pending[:80]!r}")
+    return statements
