@@ -5,6 +5,8 @@ from __future__ import annotations
 from promocodes.errors import BadRequest
 from promocodes.store.base import Store
 
+__all__ = ["Store", "open_store", "sqlite_path"]
+
 
 def sqlite_path(url: str) -> str | None:
     """The file path of a ``sqlite:///relative`` or ``sqlite:////absolute`` URL; None for other schemes."""

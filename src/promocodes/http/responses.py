@@ -1,0 +1,67 @@
+"""The ONE place an outcome becomes an HTTP response: success envelopes, streamed lists, and every error."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.responses import Response, StreamingResponse
+
+from promocodes.errors import BadRequest, PromocodeError
+from promocodes.http.encoding import JSON_MEDIA, XML_MEDIA, encode, envelope, stream_list
+from promocodes.schemas import ImportResult
+
+logger = logging.getLogger("promocodes")
+
+FORMATS = ("json", "xml")
+
+
+def choose_format(requested: Any, accept: str | None) -> str:
+    """Spec 8.1.2: the ``format`` parameter wins; else an ``Accept`` naming XML; else JSON. An unknown ``format``
+    is a 400 (answered in JSON, the documented default)."""
+    if requested is not None and requested != "":
+        fmt = str(requested).strip().lower()
+        if fmt not in FORMATS:
+            raise BadRequest(f"Unknown format {requested!r}: use json or xml")
+        return fmt
+    if accept and ("application/xml" in accept or "text/xml" in accept):
+        return "xml"
+    return "json"
+
+
+def _media(fmt: str) -> str:
+    return XML_MEDIA if fmt == "xml" else JSON_MEDIA
+
+
+def success(result: Any, fmt: str) -> Response:
+    if isinstance(result, AsyncIterator):
+        return StreamingResponse(stream_list(result, fmt), media_type=_media(fmt))
+    if isinstance(result, ImportResult):
+        payload = envelope(
+            result.data,
+            discarded_by_limit=result.discarded_by_limit,
+            duplicated=result.duplicated,
+            inserted=result.inserted,
+        )
+    else:
+        payload = envelope(result)
+    return Response(encode(payload, fmt), media_type=_media(fmt))
+
+
+def failure(error: PromocodeError, fmt: str, headers: dict[str, str] | None = None) -> Response:
+    """An error in the envelope, with the HTTP status the error travels with (200 for API-level errors)."""
+    return Response(
+        encode(envelope(None, error.code, error.text), fmt),
+        status_code=error.http_status,
+        media_type=_media(fmt),
+        headers=headers,
+    )
+
+
+def unexpected(error: BaseException, fmt: str) -> Response:
+    """A bug: logged in full here, answered as a bare 500 so that no stack trace reaches a client."""
+    from promocodes.errors import InternalError
+
+    logger.error("Unexpected error", exc_info=error)
+    return failure(InternalError(), fmt)

@@ -1,0 +1,248 @@
+"""The typed shapes of every request and response body.
+
+The http layer decodes JSON, XML or form bodies into a plain mapping and converts it into one of the request
+structs below (``msgspec.convert(..., strict=False)``: a number may arrive as a decimal string, a boolean as
+``true``/``false``/``1``/``0``, spec 8.1.6); the service takes these structs and answers with the response structs,
+whose field order is the order the documented examples show (spec 8.1.4). Unknown fields are ignored, so an
+Altcraft client that sends more than we read still works. ``token`` and ``format`` are envelope parameters read by
+the http layer, not fields of these structs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from promocodes.models import Role
+
+Id = Annotated[int, Meta(ge=1)]
+Count = Annotated[int, Meta(ge=0)]
+
+
+class Request(msgspec.Struct, kw_only=True):
+    """Base of the request structs."""
+
+
+class Empty(Request, kw_only=True):
+    """A request with no fields of its own (the list endpoints)."""
+
+
+# --- the seven promo-code endpoints ------------------------------------------------------------------------------
+
+
+class ProgramRef(Request, kw_only=True):
+    loyalty_id: Id
+
+
+class ImportRequest(ProgramRef, kw_only=True):
+    codes: list[str]
+
+
+class CodeRequest(ProgramRef, kw_only=True):
+    code: str
+
+
+class ProfileSelector(Request, kw_only=True):
+    """The profile-matching fields of spec 2.8, shared by attach, detach, activate, update and the profile API."""
+
+    db_id: Id | None = None
+    matching: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    profile_id: str | None = None
+    field_name: str | None = None
+    field_value: str | int | None = None
+
+    def names_a_profile(self) -> bool:
+        return any(
+            value is not None
+            for value in (self.db_id, self.matching, self.email, self.phone, self.profile_id, self.field_name)
+        )
+
+
+class ActivateRequest(ProfileSelector, kw_only=True):
+    loyalty_id: Id
+    code: str
+
+
+class UpdateRequest(ActivateRequest, kw_only=True):
+    activated: bool | UnsetType = UNSET
+    expire_date: str | UnsetType | None = UNSET  # "" or null clears the expiry
+
+
+class AttachRequest(ProfileSelector, kw_only=True):
+    loyalty_id: Id
+    db_id: Id
+    code: str | None = None
+
+
+class DetachRequest(ProfileSelector, kw_only=True):
+    loyalty_id: Id
+    db_id: Id
+    code: str
+
+
+# --- management API (spec 9.2) -----------------------------------------------------------------------------------
+
+
+class ProgramSettings(Request, kw_only=True):
+    """Every setting of spec 8.4; UNSET means "not given" (create uses the defaults, update leaves it alone)."""
+
+    name: str | UnsetType = UNSET
+    short_name: str | UnsetType = UNSET
+    description: str | UnsetType = UNSET
+    active: bool | UnsetType = UNSET
+    valid_from: str | UnsetType | None = UNSET
+    valid_to: str | UnsetType | None = UNSET
+    multiple_usage: bool | UnsetType = UNSET
+    case_sensitive: bool | UnsetType = UNSET
+    codes_limit: Count | UnsetType | None = UNSET
+    create_on_attach: bool | UnsetType = UNSET
+    template: str | UnsetType | None = UNSET
+    generate_on_attach: bool | UnsetType = UNSET
+    one_code_per_profile: bool | UnsetType = UNSET
+
+
+class ProgramCreate(ProgramSettings, kw_only=True):
+    name: str
+
+
+class ProgramUpdate(ProgramSettings, kw_only=True):
+    loyalty_id: Id
+
+
+class ProgramDelete(ProgramRef, kw_only=True):
+    force: bool = False
+
+
+class DatabaseCreate(Request, kw_only=True):
+    name: str
+
+
+class ProfileRef(ProfileSelector, kw_only=True):
+    db_id: Id
+
+
+class ProfileImport(ProfileRef, kw_only=True):
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class ProfileDelete(ProfileRef, kw_only=True):
+    force: bool = False
+
+
+class TokenCreate(Request, kw_only=True):
+    role: Role
+    name: str = ""
+
+
+class TokenRevoke(Request, kw_only=True):
+    id: Id
+
+
+# --- responses ---------------------------------------------------------------------------------------------------
+
+
+class Response(msgspec.Struct, omit_defaults=True):
+    """Base of the response structs; a field left UNSET is not sent at all."""
+
+
+class ImportItem(Response):
+    code: str
+    error: int
+    error_text: str
+
+
+class ImportResult(Response):
+    """Import answers with counters beside ``data`` (spec 3.1); the envelope puts them in alphabetical order."""
+
+    data: list[ImportItem]
+    discarded_by_limit: int
+    duplicated: int
+    inserted: int
+
+
+class CodeReport(Response):
+    """``get``'s data, keys in the documented order (spec 3.2); the last four only where they apply."""
+
+    created: str
+    is_attached: bool
+    is_activated: bool
+    is_expired: bool
+    attached: str
+    activated: str
+    expired: str
+    expire_date: str
+    loyalty_id: int
+    code: str
+    database_id: int | UnsetType = UNSET
+    profile_id: str | UnsetType = UNSET
+    attached_count: int | UnsetType = UNSET
+    activated_count: int | UnsetType = UNSET
+
+
+class ExportItem(Response):
+    """One code of ``export_all``: timestamps only when set (spec 3.7)."""
+
+    code: str
+    attached: str | UnsetType = UNSET
+    activated: str | UnsetType = UNSET
+
+
+class AttachResult(Response):
+    code: str
+
+
+class Stats(Response):
+    total: int
+    free: int
+    attached: int
+    activated: int
+    expired: int
+
+
+class ProgramView(Response):
+    id: int
+    name: str
+    short_name: str
+    description: str
+    active: bool
+    valid_from: str
+    valid_to: str
+    multiple_usage: bool
+    case_sensitive: bool
+    codes_limit: int | None
+    create_on_attach: bool
+    template: str | None
+    generate_on_attach: bool
+    one_code_per_profile: bool
+    created: str
+    stats: Stats | UnsetType = UNSET
+
+
+class DatabaseView(Response):
+    id: int
+    name: str
+
+
+class ProfileView(Response):
+    profile_id: str
+    db_id: int
+    data: dict[str, Any]
+    created: str
+    updated: str
+
+
+class ProfileCreated(Response):
+    profile_id: str
+
+
+class TokenView(Response):
+    id: int
+    name: str
+    role: str
+    created: str
+    revoked: str
+    token: str | UnsetType = UNSET  # shown once, in the answer to tokens/create

@@ -1,0 +1,20 @@
+"""The rules of the API, one service per domain, all over one :class:`~promocodes.store.Store`. No SQL here."""
+
+from __future__ import annotations
+
+from promocodes.service.profiles import ProfileService
+from promocodes.service.programs import ProgramService
+from promocodes.service.promocodes import PromocodeService
+from promocodes.service.tokens import TokenService
+from promocodes.store import Store
+
+
+class Services:
+    """Everything the http layer and the command line call, wired to one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.programs = ProgramService(store)
+        self.profiles = ProfileService(store)
+        self.promocodes = PromocodeService(store, self.programs, self.profiles)
+        self.tokens = TokenService(store)

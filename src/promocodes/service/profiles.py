@@ -1,0 +1,190 @@
+"""Databases and profiles, and profile matching (spec 2.8 and 8.5.11)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from promocodes.domain.phones import phone_digits
+from promocodes.domain.times import format_rfc3339, utcnow
+from promocodes.errors import BadRequest, Conflict, NotFound
+from promocodes.models import Database, Match, MatchMode, Principal, Profile
+from promocodes.schemas import (
+    DatabaseCreate,
+    DatabaseView,
+    ProfileCreated,
+    ProfileDelete,
+    ProfileImport,
+    ProfileRef,
+    ProfileSelector,
+    ProfileView,
+)
+from promocodes.store import Store
+from promocodes.store.base import field_text
+
+# The field a mode reads, in the order used to guess the mode when `matching` is omitted.
+_MODE_FIELDS = {
+    MatchMode.EMAIL: "email",
+    MatchMode.PHONE: "phone",
+    MatchMode.PROFILE_ID: "profile_id",
+    MatchMode.CUSTOM: "field_value",
+}
+_MODE_FIELDS_ALL = {**_MODE_FIELDS, MatchMode.EMAIL_PROFILE: "email"}
+
+
+def match_from(selector: ProfileSelector) -> Match:
+    """The lookup a request's matching fields describe; every problem is a 400 naming the field.
+
+    ``matching`` defaults to ``email``; when it is omitted and exactly one identifying field is present, that
+    field's mode is used (the older Altcraft examples send only ``profile_id``).
+    """
+    if selector.matching is None:
+        present = [mode for mode, field in _MODE_FIELDS.items() if getattr(selector, field) is not None]
+        mode = present[0] if len(present) == 1 else MatchMode.EMAIL
+    else:
+        try:
+            mode = MatchMode(selector.matching)
+        except ValueError:
+            modes = ", ".join(m.value for m in MatchMode)
+            raise BadRequest(f"Unknown matching {selector.matching!r}: use one of {modes}") from None
+    field = _MODE_FIELDS_ALL[mode]
+    raw = getattr(selector, field)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raise BadRequest(f"Field `{field}` is required for matching `{mode.value}`")
+    if mode is MatchMode.CUSTOM:
+        if not selector.field_name:
+            raise BadRequest("Field `field_name` is required for matching `custom`")
+        return Match(mode=mode, value=field_text(raw), field_name=selector.field_name)
+    value = str(raw).strip()
+    if mode is MatchMode.PHONE:
+        return Match(mode=mode, value=phone_digits(value))
+    if mode in (MatchMode.EMAIL, MatchMode.EMAIL_PROFILE):
+        return Match(mode=mode, value=value.casefold())
+    return Match(mode=mode, value=value.lower())
+
+
+def describe(match: Match) -> str:
+    if match.mode is MatchMode.CUSTOM:
+        return f"{match.field_name} = {match.value!r}"
+    return f"{match.mode.value} {match.value!r}"
+
+
+def profile_view(profile: Profile) -> ProfileView:
+    data: dict[str, Any] = {"email": profile.email or "", "phones": profile.phones, **profile.fields}
+    return ProfileView(
+        profile_id=profile.profile_id,
+        db_id=profile.database_id,
+        data=data,
+        created=format_rfc3339(profile.created),
+        updated=format_rfc3339(profile.updated),
+    )
+
+
+class ProfileService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def database(self, principal: Principal, database_id: int) -> Database:
+        database = await self.store.get_database(principal.account_id, database_id)
+        if database is None:
+            raise NotFound(f"Database {database_id} not found")
+        return database
+
+    async def resolve(self, principal: Principal, database_id: int | None, selector: ProfileSelector) -> Profile:
+        """The one profile the selector names: 404 when none, 409 when several (spec 8.5.11)."""
+        if database_id is None:
+            raise BadRequest("Field `db_id` is required to identify a profile")
+        match = match_from(selector)
+        database = await self.database(principal, database_id)
+        found = await self.store.find_profiles(database.id, match)
+        if not found:
+            raise NotFound(f"Profile not found: no profile with {describe(match)} in database {database_id}")
+        if len(found) > 1:
+            raise Conflict(f"Several profiles match {describe(match)} in database {database_id}; use profile_id")
+        return found[0]
+
+    # --- databases ----------------------------------------------------------------------------------------------
+
+    async def create_database(self, principal: Principal, request: DatabaseCreate) -> DatabaseView:
+        name = request.name.strip()
+        if not name:
+            raise BadRequest("Field `name` must not be empty")
+        database = await self.store.create_database(principal.account_id, name, utcnow())
+        return DatabaseView(id=database.id, name=database.name)
+
+    async def list_databases(self, principal: Principal) -> list[DatabaseView]:
+        return [DatabaseView(id=d.id, name=d.name) for d in await self.store.list_databases(principal.account_id)]
+
+    # --- profiles -----------------------------------------------------------------------------------------------
+
+    async def import_profile(self, principal: Principal, request: ProfileImport) -> ProfileCreated:
+        """Create the profile the selector names, or update the one it matches: given keys replace stored ones,
+        a custom field set to null is removed."""
+        match = match_from(request)
+        email, phones, fields = _profile_data(request.data)
+        database = await self.database(principal, request.db_id)
+        found = await self.store.find_profiles(database.id, match)
+        if len(found) > 1:
+            raise Conflict(f"Several profiles match {describe(match)} in database {database.id}; use profile_id")
+        existing = found[0] if found else None
+        if existing is None:
+            if match.mode is MatchMode.PROFILE_ID:
+                raise NotFound(f"Profile not found: profile ids are assigned by the server ({describe(match)})")
+            # The identifying value becomes part of the new profile, so the same request finds it next time.
+            if match.mode in (MatchMode.EMAIL, MatchMode.EMAIL_PROFILE) and email is None:
+                email = str(request.email).strip()
+            if match.mode is MatchMode.PHONE and phones is None:
+                phones = [str(request.phone)]
+            if match.mode is MatchMode.CUSTOM and match.field_name not in fields:
+                fields[str(match.field_name)] = request.field_value
+        merged_fields = {**(existing.fields if existing else {}), **fields}
+        merged_fields = {name: value for name, value in merged_fields.items() if value is not None}
+        if existing is not None:
+            email = existing.email if email is None else email
+            phones = existing.phones if phones is None else phones
+        profile = await self.store.save_profile(
+            database.id,
+            None if existing is None else existing.pk,
+            existing.profile_id if existing else _new_profile_id(),
+            email or None,
+            [(phone, phone_digits(phone)) for phone in phones or []],
+            merged_fields,
+            utcnow(),
+        )
+        return ProfileCreated(profile_id=profile.profile_id)
+
+    async def get_profile(self, principal: Principal, request: ProfileRef) -> ProfileView:
+        return profile_view(await self.resolve(principal, request.db_id, request))
+
+    async def delete_profile(self, principal: Principal, request: ProfileDelete) -> None:
+        profile = await self.resolve(principal, request.db_id, request)
+        if not await self.store.delete_profile(profile.pk, request.force):
+            raise Conflict(f"Profile {profile.profile_id} still holds promo codes; pass force: true to delete it")
+
+
+def _new_profile_id() -> str:
+    return secrets.token_hex(12)  # 24 lower-case hex characters, like Altcraft's ids
+
+
+def _profile_data(data: dict[str, Any]) -> tuple[str | None, list[str] | None, dict[str, Any]]:
+    """Split a profile's ``data`` into email, phones and custom fields, checking each type (400 on a bad one)."""
+    email = data.get("email")
+    if email is not None and not isinstance(email, str):
+        raise BadRequest("Field `data.email` must be a string")
+    phones = data.get("phones")
+    if isinstance(phones, str):
+        phones = [phones]  # XML sends a single <phones> element as text
+    if phones is not None and not (isinstance(phones, list) and all(isinstance(p, str) for p in phones)):
+        raise BadRequest("Field `data.phones` must be an array of strings")
+    fields: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in ("email", "phones"):
+            continue
+        if not name.strip():
+            raise BadRequest("Custom field names must not be empty")
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise BadRequest(f"Field `data.{name}` must be a string, number or boolean")
+        fields[name] = value
+    for phone in phones or []:
+        phone_digits(phone)
+    return email, phones, fields

@@ -1,0 +1,126 @@
+"""Programs (the ``loyalty_id`` containers, spec 8.4) and their statistics (8.6)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from promocodes.domain.templates import Template
+from promocodes.domain.times import format_rfc3339, parse_rfc3339, utcnow
+from promocodes.errors import BadRequest, Conflict, NotFound
+from promocodes.models import PROGRAM_SETTINGS, Principal, Program
+from promocodes.schemas import (
+    ProgramCreate,
+    ProgramDelete,
+    ProgramRef,
+    ProgramSettings,
+    ProgramUpdate,
+    ProgramView,
+    Stats,
+)
+from promocodes.store import Store
+
+
+def program_view(program: Program, stats: Stats | None = None) -> ProgramView:
+    return ProgramView(
+        id=program.id,
+        name=program.name,
+        short_name=program.short_name,
+        description=program.description,
+        active=program.active,
+        valid_from=format_rfc3339(program.valid_from),
+        valid_to=format_rfc3339(program.valid_to),
+        multiple_usage=program.multiple_usage,
+        case_sensitive=program.case_sensitive,
+        codes_limit=program.codes_limit,
+        create_on_attach=program.create_on_attach,
+        template=program.template,
+        generate_on_attach=program.generate_on_attach,
+        one_code_per_profile=program.one_code_per_profile,
+        created=format_rfc3339(program.created),
+        stats=msgspec.UNSET if stats is None else stats,
+    )
+
+
+def _given_settings(request: ProgramSettings) -> dict[str, Any]:
+    """The settings the request gives, parsed: dates to datetimes, "" and null to None."""
+    given: dict[str, Any] = {}
+    for name in PROGRAM_SETTINGS:
+        value = getattr(request, name)
+        if value is msgspec.UNSET:
+            continue
+        if name in ("valid_from", "valid_to", "template"):
+            value = value or None
+        if name in ("valid_from", "valid_to") and value is not None:
+            value = parse_rfc3339(value, name)
+        if name in ("name", "short_name", "description") and isinstance(value, str):
+            value = value.strip()
+        given[name] = value
+    return given
+
+
+def _check(settings: dict[str, Any]) -> None:
+    """Rules on the settings as they will stand after the change (so an update is checked as a whole)."""
+    if not settings.get("name"):
+        raise BadRequest("Field `name` must not be empty")
+    if any(char.isspace() for char in settings.get("short_name") or ""):
+        raise BadRequest("Field `short_name` must not contain spaces; use underscores")
+    if settings.get("template") is not None:
+        Template(settings["template"])  # raises BadRequest naming what is wrong
+    if settings.get("generate_on_attach") and settings.get("template") is None:
+        raise BadRequest("Field `generate_on_attach` needs a `template` to generate codes from")
+    valid_from: datetime | None = settings.get("valid_from")
+    valid_to: datetime | None = settings.get("valid_to")
+    if valid_from is not None and valid_to is not None and valid_from > valid_to:
+        raise BadRequest("Field `valid_from` must not be later than `valid_to`")
+
+
+class ProgramService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def program(self, principal: Principal, program_id: int) -> Program:
+        """The caller's program; another account's program is reported exactly like a missing one."""
+        program = await self.store.get_program(principal.account_id, program_id)
+        if program is None:
+            raise NotFound(f"Program {program_id} not found")
+        return program
+
+    async def create(self, principal: Principal, request: ProgramCreate) -> ProgramView:
+        settings = _given_settings(request)
+        _check(settings)
+        return program_view(await self.store.create_program(principal.account_id, settings, utcnow()))
+
+    async def list(self, principal: Principal) -> list[ProgramView]:
+        return [program_view(program) for program in await self.store.list_programs(principal.account_id)]
+
+    async def get(self, principal: Principal, request: ProgramRef) -> ProgramView:
+        program = await self.program(principal, request.loyalty_id)
+        stats = await self.store.program_stats(program.id, utcnow())
+        return program_view(program, Stats(**msgspec.structs.asdict(stats)))
+
+    async def update(self, principal: Principal, request: ProgramUpdate) -> ProgramView:
+        changes = _given_settings(request)
+        if not changes:
+            raise BadRequest("Nothing to update: give at least one program setting")
+        program = await self.program(principal, request.loyalty_id)
+        current = {name: getattr(program, name) for name in PROGRAM_SETTINGS}
+        _check({**current, **changes})
+        if "case_sensitive" in changes and changes["case_sensitive"] != program.case_sensitive:
+            # Stored comparison keys were made under the old setting; changing it would strand existing codes.
+            stats = await self.store.program_stats(program.id, utcnow())
+            if stats.total:
+                raise Conflict("`case_sensitive` cannot change while the program holds codes")
+        updated = await self.store.update_program(principal.account_id, program.id, changes)
+        if updated is None:
+            raise NotFound(f"Program {request.loyalty_id} not found")
+        return program_view(updated)
+
+    async def delete(self, principal: Principal, request: ProgramDelete) -> None:
+        deleted = await self.store.delete_program(principal.account_id, request.loyalty_id, request.force)
+        if deleted is None:
+            raise NotFound(f"Program {request.loyalty_id} not found")
+        if not deleted:
+            raise Conflict(f"Program {request.loyalty_id} still holds attached codes; pass force: true to delete it")

@@ -1,0 +1,275 @@
+"""The seven promo-code operations and their rules (spec 3 and 8.3 to 8.5). No SQL here: the store makes each state
+change atomically and reports an :class:`~promocodes.models.Outcome`; this module decides what is allowed before
+asking, and what each outcome means to the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import msgspec
+
+from promocodes.domain.codes import clean_code, code_key
+from promocodes.domain.templates import Template
+from promocodes.domain.times import format_rfc3339, parse_rfc3339, utcnow
+from promocodes.errors import BadRequest, Conflict, LimitExceeded, NotFound, PromocodeError
+from promocodes.models import CodeState, Outcome, Principal, Program
+from promocodes.schemas import (
+    ActivateRequest,
+    AttachRequest,
+    AttachResult,
+    CodeReport,
+    CodeRequest,
+    DetachRequest,
+    ExportItem,
+    ImportItem,
+    ImportRequest,
+    ImportResult,
+    ProfileSelector,
+    ProgramRef,
+    UpdateRequest,
+)
+from promocodes.service.profiles import ProfileService
+from promocodes.service.programs import ProgramService
+from promocodes.store import Store
+
+DUPLICATED = "Promocode duplicated"  # literal text documented by Altcraft
+LIMIT_TEXT = "Program limit exceeded"
+GENERATION_ATTEMPTS = 16  # a template at most 1/1000 full collides this often with odds below 1e-48
+
+
+def _fail(outcome: Outcome, code: str, program_id: int) -> PromocodeError:
+    """The error a refused write reports (spec 8.2: 404 for a missing code, 409 for a forbidding state)."""
+    messages: dict[Outcome, PromocodeError] = {
+        Outcome.NO_CODE: NotFound(f"Promo code {code!r} not found in program {program_id}"),
+        Outcome.NOT_ATTACHED: Conflict("Promo code is not attached to any profile"),
+        Outcome.ATTACHED_ELSEWHERE: Conflict("Promo code is attached to another profile"),
+        Outcome.SEVERAL_PROFILES: Conflict("Promo code is attached to several profiles and cannot be detached"),
+        Outcome.ALREADY_ACTIVATED: Conflict("Promo code already activated"),
+        Outcome.EXPIRED: Conflict("Promo code expired"),
+        Outcome.LIMIT_REACHED: LimitExceeded(LIMIT_TEXT),
+    }
+    return messages[outcome]
+
+
+class PromocodeService:
+    def __init__(self, store: Store, programs: ProgramService, profiles: ProfileService) -> None:
+        self.store = store
+        self.programs = programs
+        self.profiles = profiles
+
+    async def _profile_pk(self, principal: Principal, program: Program, selector: ProfileSelector) -> int | None:
+        """The profile named by the request, if any. A universal code is activated per binding, so for a
+        ``multiple_usage`` program the profile is required (spec 8.5.12)."""
+        if selector.names_a_profile():
+            return (await self.profiles.resolve(principal, selector.db_id, selector)).pk
+        if program.multiple_usage:
+            raise BadRequest(
+                f"Program {program.id} has multiple-usage codes: identify the profile (`db_id` and matching fields)"
+            )
+        return None
+
+    # --- import -------------------------------------------------------------------------------------------------
+
+    async def import_codes(self, principal: Principal, request: ImportRequest) -> ImportResult:
+        """Each item is judged on its own and answered in input order (spec 3.1, 8.5.10); the request as a whole
+        succeeds. The second occurrence of a code in one request is a duplicate."""
+        if not request.codes:
+            raise BadRequest("Field `codes` must hold at least one code")
+        program = await self.programs.program(principal, request.loyalty_id)
+        # Per item: the cleaned code and its key, or the error that refuses it.
+        judged: list[tuple[str, str] | PromocodeError] = []
+        first_index: dict[str, int] = {}
+        unique: list[tuple[str, str]] = []
+        for raw in request.codes:
+            try:
+                code = clean_code(raw)
+            except PromocodeError as error:
+                judged.append(error)
+                continue
+            key = code_key(code, program.case_sensitive)
+            judged.append((code, key))
+            if key not in first_index:
+                first_index[key] = len(unique)
+                unique.append((code, key))
+        outcome = await self.store.import_codes(program.id, unique, utcnow())
+
+        items: list[ImportItem] = []
+        seen: set[str] = set()
+        counts = {"inserted": 0, "duplicated": 0, "discarded": 0}
+        for raw, verdict in zip(request.codes, judged, strict=True):
+            if isinstance(verdict, PromocodeError):
+                items.append(ImportItem(code=raw, error=verdict.code, error_text=verdict.text))
+                continue
+            code, key = verdict
+            if key in seen or (first_index[key] < outcome.considered and key not in outcome.inserted):
+                counts["duplicated"] += 1
+                items.append(ImportItem(code=code, error=500, error_text=DUPLICATED))
+            elif key in outcome.inserted:
+                counts["inserted"] += 1
+                items.append(ImportItem(code=code, error=0, error_text=""))
+            else:
+                counts["discarded"] += 1
+                items.append(ImportItem(code=code, error=LimitExceeded.code, error_text=LIMIT_TEXT))
+            seen.add(key)
+        return ImportResult(
+            data=items,
+            discarded_by_limit=counts["discarded"],
+            duplicated=counts["duplicated"],
+            inserted=counts["inserted"],
+        )
+
+    # --- get ----------------------------------------------------------------------------------------------------
+
+    async def get(self, principal: Principal, request: CodeRequest) -> CodeReport:
+        code = clean_code(request.code)
+        program = await self.programs.program(principal, request.loyalty_id)
+        state = await self.store.code_state(program.id, code_key(code, program.case_sensitive))
+        if state is None:
+            raise _fail(Outcome.NO_CODE, code, program.id)
+        return code_report(program, state, utcnow())
+
+    # --- activate and update ------------------------------------------------------------------------------------
+
+    async def activate(self, principal: Principal, request: ActivateRequest) -> None:
+        """Redeem a code (spec 8.5.1): attached, not activated, not expired, in an active program. A second
+        activation is 409, never a silent success, so a shop can refuse the discount."""
+        code = clean_code(request.code)
+        program = await self.programs.program(principal, request.loyalty_id)
+        profile_pk = await self._profile_pk(principal, program, request)
+        if not program.active:
+            raise Conflict(f"Program {program.id} is inactive")
+        outcome = await self.store.activate(program.id, code_key(code, program.case_sensitive), profile_pk, utcnow())
+        if outcome is not Outcome.DONE:
+            raise _fail(outcome, code, program.id)
+
+    async def update(self, principal: Principal, request: UpdateRequest) -> None:
+        """Change the expiry and/or the activation, all or nothing (spec 8.5.2)."""
+        code = clean_code(request.code)
+        activated = None if request.activated is msgspec.UNSET else request.activated
+        set_expiry = request.expire_date is not msgspec.UNSET
+        if activated is None and not set_expiry:
+            raise BadRequest("Nothing to update: give `activated` and/or `expire_date`")
+        expire_date: datetime | None = None
+        if isinstance(request.expire_date, str) and request.expire_date.strip():
+            expire_date = parse_rfc3339(request.expire_date, "expire_date")
+        program = await self.programs.program(principal, request.loyalty_id)
+        profile_pk = await self._profile_pk(principal, program, request) if activated is not None else None
+        if activated and not program.active:
+            raise Conflict(f"Program {program.id} is inactive")
+        outcome = await self.store.update_code(
+            program.id,
+            code_key(code, program.case_sensitive),
+            profile_pk,
+            expire_date,
+            set_expiry,
+            activated,
+            utcnow(),
+        )
+        if outcome not in (Outcome.DONE, Outcome.UNCHANGED):
+            raise _fail(outcome, code, program.id)
+
+    # --- attach and detach --------------------------------------------------------------------------------------
+
+    async def attach(self, principal: Principal, request: AttachRequest) -> AttachResult:
+        """Bind the named code, or one from the pool, to a profile (spec 8.5.3 to 8.5.6)."""
+        # An empty `<code/>` in XML or `code=` in a form means "no code", as an absent one does.
+        code = clean_code(request.code) if request.code and request.code.strip() else None
+        program = await self.programs.program(principal, request.loyalty_id)
+        profile = await self.profiles.resolve(principal, request.db_id, request)
+        now = utcnow()
+        if not program.issuing_allowed(now):
+            state = "inactive" if not program.active else "outside its validity range"
+            raise Conflict(f"Program {program.id} is {state}: no codes can be attached")
+        if code is not None:
+            return AttachResult(code=await self._attach_code(program, code, profile.pk, now))
+        picked = await self.store.attach_from_pool(program.id, profile.pk, program.one_code_per_profile, now)
+        if picked is not None:
+            return AttachResult(code=picked)
+        if program.generate_on_attach and program.template:
+            return AttachResult(code=await self._attach_generated(program, Template(program.template), profile.pk))
+        raise Conflict("No free promo codes")
+
+    async def _attach_code(self, program: Program, code: str, profile_pk: int, now: datetime) -> str:
+        key = code_key(code, program.case_sensitive)
+        outcome = await self.store.attach_code(
+            program.id, code, key, profile_pk, program.multiple_usage, program.create_on_attach, now
+        )
+        if outcome not in (Outcome.DONE, Outcome.UNCHANGED):
+            raise _fail(outcome, code, program.id)
+        if program.case_sensitive:
+            return code
+        # Answer with the spelling the program stores, which may differ in case from the one asked for.
+        state = await self.store.code_state(program.id, key)
+        return state.code if state is not None else code
+
+    async def _attach_generated(self, program: Program, template: Template, profile_pk: int) -> str:
+        """No free code: make one from the template. A collision with an existing code is retried with a new
+        draw; the store's claim makes sure even a collision is never bound twice."""
+        for _ in range(GENERATION_ATTEMPTS):
+            code = template.generate()
+            key = code_key(code, program.case_sensitive)
+            outcome = await self.store.attach_code(
+                program.id, code, key, profile_pk, program.multiple_usage, True, utcnow()
+            )
+            if outcome is Outcome.DONE:
+                return code
+            if outcome is Outcome.LIMIT_REACHED:
+                raise _fail(outcome, code, program.id)
+        raise Conflict(f"Could not generate a free code from template {template.pattern!r}; widen the template")
+
+    async def detach(self, principal: Principal, request: DetachRequest) -> None:
+        """Unbind a code from exactly the resolved profile; a redeemed code is a record and never returns to the
+        pool (spec 8.5.7)."""
+        code = clean_code(request.code)
+        program = await self.programs.program(principal, request.loyalty_id)
+        profile = await self.profiles.resolve(principal, request.db_id, request)
+        outcome = await self.store.detach(program.id, code_key(code, program.case_sensitive), profile.pk)
+        if outcome is Outcome.ALREADY_ACTIVATED:
+            raise Conflict("Promo code is activated and cannot be detached")
+        if outcome is not Outcome.DONE:
+            raise _fail(outcome, code, program.id)
+
+    # --- export -------------------------------------------------------------------------------------------------
+
+    async def export(self, principal: Principal, request: ProgramRef) -> AsyncIterator[ExportItem]:
+        """Check access now, then stream: the caller gets an iterator whose memory does not grow with the
+        program (spec 8.5.9)."""
+        program = await self.programs.program(principal, request.loyalty_id)
+        return _export_items(self.store, program.id)
+
+
+async def _export_items(store: Store, program_id: int) -> AsyncIterator[ExportItem]:
+    async for item in store.export_codes(program_id):
+        export = ExportItem(code=item.code)
+        if item.attached is not None:
+            export.attached = format_rfc3339(item.attached)
+        if item.activated is not None:
+            export.activated = format_rfc3339(item.activated)
+        yield export
+
+
+def code_report(program: Program, state: CodeState, now: datetime) -> CodeReport:
+    """``get``'s answer (spec 3.2 and 8.5.8): ``expired`` equals ``expire_date`` once it has passed; a universal
+    code shows its latest binding, is activated when any binding is, and adds the totals."""
+    expired = state.is_expired(now)
+    latest = state.latest
+    report = CodeReport(
+        created=format_rfc3339(state.created),
+        is_attached=latest is not None,
+        is_activated=state.activated_count > 0,
+        is_expired=expired,
+        attached=format_rfc3339(latest.attached if latest else None),
+        activated=format_rfc3339(state.last_activated),
+        expired=format_rfc3339(state.expire_date) if expired else "",
+        expire_date=format_rfc3339(state.expire_date),
+        loyalty_id=program.id,
+        code=state.code,
+    )
+    if latest is not None:
+        report.database_id = latest.database_id
+        report.profile_id = latest.profile_id
+    if program.multiple_usage:
+        report.attached_count = state.attached_count
+        report.activated_count = state.activated_count
+    return report

@@ -1,0 +1,52 @@
+"""Accounts and their tokens (spec 9.1 and 9.2): shown once, stored as a hash, revocable."""
+
+from __future__ import annotations
+
+from promocodes.domain.times import format_rfc3339, utcnow
+from promocodes.errors import BadRequest, NotFound
+from promocodes.models import Principal, Role, TokenInfo
+from promocodes.schemas import TokenCreate, TokenRevoke, TokenView
+from promocodes.service.auth import new_token, token_hash
+from promocodes.store import Store
+
+
+def token_view(info: TokenInfo, token: str | None = None) -> TokenView:
+    view = TokenView(
+        id=info.id,
+        name=info.name,
+        role=info.role.value,
+        created=format_rfc3339(info.created),
+        revoked=format_rfc3339(info.revoked),
+    )
+    if token is not None:
+        view.token = token
+    return view
+
+
+class TokenService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def issue(self, account_name: str, role: Role, name: str = "") -> TokenView:
+        """For the command line: create the account if it does not exist, then a token for it."""
+        account = account_name.strip()
+        if not account:
+            raise BadRequest("Account name must not be empty")
+        account_id = await self.store.ensure_account(account, utcnow())
+        return await self.create(Principal(account_id=account_id, role=Role.ADMIN), TokenCreate(role=role, name=name))
+
+    async def create(self, principal: Principal, request: TokenCreate) -> TokenView:
+        token = new_token()
+        info = await self.store.create_token(
+            principal.account_id, request.name.strip(), request.role, token_hash(token), utcnow()
+        )
+        return token_view(info, token)
+
+    async def list(self, principal: Principal) -> list[TokenView]:
+        return [token_view(info) for info in await self.store.list_tokens(principal.account_id)]
+
+    async def revoke(self, principal: Principal, request: TokenRevoke) -> TokenView:
+        info = await self.store.revoke_token(principal.account_id, request.id, utcnow())
+        if info is None:
+            raise NotFound(f"Token {request.id} not found")
+        return token_view(info)
