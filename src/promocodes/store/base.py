@@ -293,6 +293,12 @@ class Store(ABC):
         return None if row is None else _program(row)
 
     @operation
+    async def program_account(self, conn: Connection, program_id: int) -> int | None:
+        """The account owning a program, for the command line, which acts for whichever account that is."""
+        account_id: int | None = await conn.fetchval("SELECT account_id FROM programs WHERE id = $1", program_id)
+        return account_id
+
+    @operation
     async def list_programs(self, conn: Connection, account_id: int) -> list[Program]:
         rows = await conn.fetch(
             f"SELECT {_PROGRAM_COLUMNS} FROM programs WHERE account_id = $1 ORDER BY id", account_id

@@ -1,0 +1,3 @@
+from promocodes.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``promocodes`` command line (Typer + rich)."""
