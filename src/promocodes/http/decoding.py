@@ -27,11 +27,13 @@ def body_kind(content_type: str | None, body: bytes) -> str:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media in XML_TYPES or media.endswith("+xml"):
         return "xml"
-    if media == FORM_TYPE:
+    first = body.lstrip()[:1]
+    if media == FORM_TYPE and first not in (b"{", b"<"):
+        # `curl -d '{...}'` labels JSON as a form: a form body never starts with `{` or `<`, so trust the body.
         return "form"
     if media == JSON_TYPE or media.endswith("+json"):
         return "json"
-    return "xml" if body.lstrip()[:1] == b"<" else "json"
+    return "xml" if first == b"<" else "json"
 
 
 def decode_body(body: bytes, kind: str) -> dict[str, Any]:

@@ -1,0 +1,163 @@
+"""The command line, run in-process against both adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from promocodes.cli.main import _prepare, app
+from promocodes.config import Settings
+from promocodes.service.auth import token_hash
+from promocodes.store import open_store
+
+runner = CliRunner()
+
+
+def run(database_url: str, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, [*args, "--database-url", database_url])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def principal_exists(database_url: str, token: str) -> bool:
+    async def check() -> bool:
+        store = open_store(database_url)
+        await store.open()
+        try:
+            return await store.principal_for(token_hash(token)) is not None
+        finally:
+            await store.close()
+
+    return asyncio.run(check())
+
+
+def new_program(database_url: str, *options: str) -> int:
+    code, out, _ = run(database_url, "program", "create", "--name", "Spring", *options)
+    assert code == 0, out
+    return int(out.split()[2])  # "Created program <id> (...)"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["serve"],
+        ["migrate"],
+        ["token"],
+        ["token", "create"],
+        ["token", "list"],
+        ["program"],
+        ["program", "create"],
+        ["program", "list"],
+        ["import"],
+        ["export"],
+    ],
+)
+def test_every_command_has_help(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.stdout
+
+
+def test_token_create_json_prints_a_working_token(database_url: str) -> None:
+    code, out, _ = run(database_url, "token", "create", "--account", "acme", "--role", "write", "--json")
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["account"] == "acme" and payload["role"] == "write"
+    assert payload["token"].startswith("pc_")
+    assert principal_exists(database_url, payload["token"])
+
+
+def test_migrate_twice_reports_up_to_date(database_url: str) -> None:
+    run(database_url, "migrate")
+    code, out, _ = run(database_url, "migrate")
+    assert code == 0
+    assert "up to date" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("code,campaign\nA1,x\nA2,y\nA1,z\n", "inserted 2, duplicated 1, discarded by limit 0, invalid 0"),
+        ("A1\nA2\n\nA3\n", "inserted 3, duplicated 0, discarded by limit 0, invalid 0"),
+        ("A1;ignored\n", "inserted 1, duplicated 0, discarded by limit 0, invalid 0"),
+    ],
+    ids=["csv-with-header", "one-per-line", "csv-first-column"],
+)
+def test_import_reports_counts(database_url: str, tmp_path: Path, content: str, expected: str) -> None:
+    program = new_program(database_url)
+    source = tmp_path / "codes.csv"
+    source.write_text(content.replace(";", ","), encoding="utf-8")
+    code, out, _ = run(database_url, "import", "--program", str(program), str(source))
+    assert code == 0, out
+    assert expected in out
+
+
+def test_import_respects_the_program_limit_across_batches(database_url: str, tmp_path: Path) -> None:
+    program = new_program(database_url, "--codes-limit", "5")
+    source = tmp_path / "codes.txt"
+    source.write_text("\n".join(f"C{n}" for n in range(12)), encoding="utf-8")
+    code, out, _ = run(database_url, "import", "--program", str(program), "--batch-size", "4", str(source))
+    assert code == 0
+    assert "inserted 5, duplicated 0, discarded by limit 7" in out
+
+
+def test_export_writes_csv_and_ndjson_in_creation_order(database_url: str, tmp_path: Path) -> None:
+    program = new_program(database_url)
+    source = tmp_path / "codes.txt"
+    source.write_text("B\nA\nC\n", encoding="utf-8")
+    run(database_url, "import", "--program", str(program), str(source))
+
+    code, out, _ = run(database_url, "export", "--program", str(program))
+    assert code == 0
+    assert out.splitlines() == ["code,attached,activated", "B,,", "A,,", "C,,"]
+
+    target = tmp_path / "out.ndjson"
+    code, _, err = run(database_url, "export", "--program", str(program), "--format", "ndjson", "-o", str(target))
+    assert code == 0
+    assert "Exported 3 codes" in err
+    assert [json.loads(line) for line in target.read_text().splitlines()] == [
+        {"code": "B"},
+        {"code": "A"},
+        {"code": "C"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["import", "--program", "999", "codes.txt"], "Program 999 not found"),
+        (["import", "--program", "1", "missing.txt"], "No such file"),
+        (["export", "--program", "999"], "Program 999 not found"),
+        (["export", "--program", "1", "--format", "xlsx"], "Unknown format"),
+        (["program", "create", "--name", "x", "--short-name", "has space"], "must not contain spaces"),
+        (["token", "list", "--account", "nobody"], "Account 'nobody' not found"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "codes.txt").write_text("A\n", encoding="utf-8")
+    new_program(database_url)
+    code, out, err = run(database_url, *args)
+    assert code == 1
+    assert message in err
+    assert "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unsupported_database_url_is_one_clear_line() -> None:
+    result = runner.invoke(app, ["migrate", "--database-url", "mysql://localhost/x"])
+    assert result.exit_code == 1
+    assert "Unsupported database URL" in result.stderr
+
+
+def test_first_start_creates_one_admin_token(database_url: str) -> None:
+    settings = Settings(database_url=database_url)
+    token = asyncio.run(_prepare(settings))
+    assert token is not None and principal_exists(database_url, token)
+    assert asyncio.run(_prepare(settings)) is None  # not on later starts: the first token is still there

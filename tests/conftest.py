@@ -1,0 +1,181 @@
+"""Fixtures shared by the whole suite.
+
+Every test that takes ``database_url`` (directly or through ``store`` or ``api``) runs twice: on SQLite (a fresh
+file per test) and on PostgreSQL (one database created for the session, emptied before each test, dropped at the
+end). PostgreSQL is found through ``PROMOCODES_TEST_POSTGRES`` (default: the local server, user postgres). When it
+cannot be reached, its tests are skipped with a message — except under CI (``CI=true``), where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+from starlette.testclient import TestClient
+
+from promocodes.config import Settings
+from promocodes.http.app import create_app
+from promocodes.models import Role
+from promocodes.service import Services
+from promocodes.store import Store, open_store
+
+POSTGRES_ADMIN_URL = os.environ.get("PROMOCODES_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+BACKENDS = ("sqlite", "postgres")
+_TABLES = "code_bindings, codes, profile_fields, profile_phones, profiles, databases, programs, tokens, accounts"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _database_url(admin_url: str, name: str) -> str:
+    base, _, _ = admin_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated once, dropped at the end."""
+    name = f"promocodes_test_{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        store = open_store(_database_url(POSTGRES_ADMIN_URL, name))
+        await store.open()
+        await store.migrate()
+        await store.close()
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    try:
+        asyncio.run(create())
+    except (OSError, asyncpg.PostgresError) as error:
+        message = f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL} ({error}); PostgreSQL tests need it"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message + " — skipped outside CI")
+    yield _database_url(POSTGRES_ADMIN_URL, name)
+    asyncio.run(drop())
+
+
+def _empty_postgres(url: str) -> None:
+    async def truncate() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE")
+        finally:
+            await conn.close()
+
+    asyncio.run(truncate())
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A migrated-or-empty database of each adapter: a new SQLite file, or the emptied PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/promocodes.db"
+    url: str = request.getfixturevalue("postgres_url")
+    _empty_postgres(url)
+    return url
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """An open, migrated store of each adapter (use in ``@pytest.mark.anyio`` tests)."""
+    opened = open_store(database_url)
+    await opened.open()
+    await opened.migrate()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def issue_token(database_url: str, account: str, role: Role) -> str:
+    """A token for the account (created when missing), made through a separate connection."""
+
+    async def issue() -> str:
+        separate = open_store(database_url)
+        await separate.open()
+        try:
+            await separate.migrate()
+            view = await Services(separate).tokens.issue(account, role)
+        finally:
+            await separate.close()
+        assert isinstance(view.token, str)
+        return view.token
+
+    return asyncio.run(issue())
+
+
+class Api:
+    """A thin client for the API: ``api.call("promocodes/get", loyalty_id=1, code="A")`` → the parsed envelope."""
+
+    def __init__(self, client: TestClient, database_url: str, token: str) -> None:
+        self.client = client
+        self.database_url = database_url
+        self.token = token
+
+    def call(self, method: str, token: str | None = None, **fields: Any) -> dict[str, Any]:
+        response = self.client.post(
+            f"/api/v1.1/{method}", json=fields, headers={"Authorization": f"Bearer {token or self.token}"}
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def ok(self, method: str, token: str | None = None, **fields: Any) -> Any:
+        """Call, assert success, return ``data``."""
+        body = self.call(method, token, **fields)
+        assert body["error"] == 0, body
+        return body["data"]
+
+    def token_for(self, role: Role, account: str = "default") -> str:
+        return issue_token(self.database_url, account, role)
+
+    # Shortcuts for the setup most tests need.
+    def program(self, token: str | None = None, **settings: Any) -> int:
+        program_id: int = self.ok("promocodes/programs/create", token, name=settings.pop("name", "Test"), **settings)[
+            "id"
+        ]
+        return program_id
+
+    def codes(self, loyalty_id: int, *codes: str) -> None:
+        data = self.ok("promocodes/import", loyalty_id=loyalty_id, codes=list(codes))
+        assert all(item["error"] == 0 for item in data), data
+
+    def database(self, name: str = "main", token: str | None = None) -> int:
+        database_id: int = self.ok("databases/create", token, name=name)["id"]
+        return database_id
+
+    def profile(self, db_id: int, email: str, token: str | None = None, **data: Any) -> str:
+        profile_id: str = self.ok("profiles/import", token, db_id=db_id, email=email, data=data)["profile_id"]
+        return profile_id
+
+
+@pytest.fixture
+def app_settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, max_body_bytes=1024 * 1024)
+
+
+@pytest.fixture
+def api(app_settings: Settings) -> Iterator[Api]:
+    """The whole application in-process (Starlette's TestClient), with an admin token of account ``default``."""
+    app = create_app(app_settings, migrate=True)
+    with TestClient(app) as client:
+        yield Api(client, app_settings.database_url, issue_token(app_settings.database_url, "default", Role.ADMIN))
