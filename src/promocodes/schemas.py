@@ -17,8 +17,11 @@ from msgspec import UNSET, Meta, UnsetType
 
 from promocodes.models import Role
 
-Id = Annotated[int, Meta(ge=1)]
-Count = Annotated[int, Meta(ge=0)]
+# Every id and count is stored as a 64-bit integer (SQLite INTEGER, PostgreSQL BIGINT): a larger number is a
+# field error (400), not a fault of the storage (500).
+INT64_MAX = 2**63 - 1
+Id = Annotated[int, Meta(ge=1, le=INT64_MAX)]
+Count = Annotated[int, Meta(ge=0, le=INT64_MAX)]
 
 
 class Request(msgspec.Struct, kw_only=True):

@@ -7,6 +7,11 @@ import unicodedata
 from promocodes.errors import BadRequest
 
 MAX_CODE_LENGTH = 255
+# Unicode White_Space. Python's str.strip() would also strip U+001C-U+001F: those are control characters to
+# refuse, not white space to strip.
+WHITE_SPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+)
 
 
 def clean_code(raw: str) -> str:
@@ -14,7 +19,7 @@ def clean_code(raw: str) -> str:
 
     Raises :class:`BadRequest` naming what is wrong; import turns it into a per-item 400.
     """
-    code = raw.strip()
+    code = raw.strip(WHITE_SPACE)
     if not code:
         raise BadRequest("Promo code is empty")
     if len(code) > MAX_CODE_LENGTH:

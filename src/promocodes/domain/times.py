@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from promocodes.errors import BadRequest
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# RFC 3339 section 5.6: full-date "T" full-time; the offset is checked apart to name its absence.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
 
 
 def utcnow() -> datetime:
@@ -24,6 +29,9 @@ def parse_rfc3339(text: str, field: str) -> datetime:
     """Parse an RFC 3339 date-time; any offset is accepted and turned into UTC. A date-time without an offset
     is refused, because guessing its zone would silently move a code's expiry by hours."""
     candidate = text.strip()
+    if not _RFC3339.fullmatch(candidate):
+        # datetime.fromisoformat alone would also take ISO 8601 forms RFC 3339 does not allow (20250301T0930Z).
+        raise BadRequest(f"Field `{field}` is not an RFC 3339 date-time: {text!r}")
     if candidate.endswith(("z", "Z")):
         candidate = candidate[:-1] + "+00:00"
     try:

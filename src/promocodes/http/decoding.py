@@ -50,7 +50,7 @@ def decode_body(body: bytes, kind: str) -> dict[str, Any]:
 def _decode_json(body: bytes) -> dict[str, Any]:
     try:
         value = msgspec.json.decode(body)
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:  # msgspec lets invalid UTF-8 through as the latter
         raise BadRequest(f"Malformed JSON body: {error}") from None
     if not isinstance(value, dict):
         raise BadRequest("The JSON body must be an object of parameters")

@@ -7,6 +7,7 @@ array as its elements repeated (no element at all for an empty array).
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from xml.sax.saxutils import escape
@@ -18,6 +19,9 @@ JSON_MEDIA = "application/json"
 XML_MEDIA = "application/xml"
 
 _json = msgspec.json.Encoder()
+# Characters XML 1.0 cannot carry at all, not even as a reference (most C0 controls): an answer that echoes one
+# (a refused import item) shows U+FFFD instead, so that the document stays well-formed.
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def envelope(data: Any, error: int = 0, error_text: str = SUCCESS_TEXT, **extra: Any) -> dict[str, Any]:
@@ -51,7 +55,7 @@ def _xml_element(name: str, value: Any) -> Iterator[str]:
     elif isinstance(value, bool):
         yield f"<{name}>{'true' if value else 'false'}</{name}>"
     else:
-        yield f"<{name}>{escape(str(value))}</{name}>"
+        yield f"<{name}>{escape(_NOT_XML_CHAR.sub(chr(0xFFFD), str(value)))}</{name}>"
 
 
 async def stream_list(items: AsyncIterator[Any], fmt: str) -> AsyncIterator[bytes]:

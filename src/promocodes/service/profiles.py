@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -30,6 +31,14 @@ _MODE_FIELDS = {
     MatchMode.CUSTOM: "field_value",
 }
 _MODE_FIELDS_ALL = {**_MODE_FIELDS, MatchMode.EMAIL_PROFILE: "email"}
+
+# A custom field's name is an element name in XML answers (spec 8.1.4), so it must be an XML 1.0 name
+# (without ":", which XML reserves for namespaces).
+_NAME_START = (
+    "A-Z_a-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u02ff\u0370-\u037d\u037f-\u1fff\u200c-\u200d"
+    "\u2070-\u218f\u2c00-\u2fef\u3001-\ud7ff\uf900-\ufdcf\ufdf0-\ufffd\U00010000-\U000effff"
+)
+_FIELD_NAME = re.compile(f"[{_NAME_START}][{_NAME_START}\\-.0-9\u00b7\u0300-\u036f\u203f-\u2040]*")
 
 
 def match_from(selector: ProfileSelector) -> Match:
@@ -136,6 +145,7 @@ class ProfileService:
             if match.mode is MatchMode.PHONE and phones is None:
                 phones = [str(request.phone)]
             if match.mode is MatchMode.CUSTOM and match.field_name not in fields:
+                _check_field_name(str(match.field_name))
                 fields[str(match.field_name)] = request.field_value
         merged_fields = {**(existing.fields if existing else {}), **fields}
         merged_fields = {name: value for name, value in merged_fields.items() if value is not None}
@@ -162,6 +172,14 @@ class ProfileService:
             raise Conflict(f"Profile {profile.profile_id} still holds promo codes; pass force: true to delete it")
 
 
+def _check_field_name(name: str) -> None:
+    if not _FIELD_NAME.fullmatch(name):
+        raise BadRequest(
+            f"Custom field name {name!r} is not usable: start with a letter or `_`, then letters, digits, `_`, `-` "
+            "or `.` (it becomes an element name in XML answers)"
+        )
+
+
 def _new_profile_id() -> str:
     return secrets.token_hex(12)  # 24 lower-case hex characters, like Altcraft's ids
 
@@ -180,8 +198,7 @@ def _profile_data(data: dict[str, Any]) -> tuple[str | None, list[str] | None, d
     for name, value in data.items():
         if name in ("email", "phones"):
             continue
-        if not name.strip():
-            raise BadRequest("Custom field names must not be empty")
+        _check_field_name(name)
         if value is not None and not isinstance(value, str | int | float | bool):
             raise BadRequest(f"Field `data.{name}` must be a string, number or boolean")
         fields[name] = value

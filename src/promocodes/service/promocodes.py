@@ -9,7 +9,7 @@ from datetime import datetime
 
 import msgspec
 
-from promocodes.domain.codes import clean_code, code_key
+from promocodes.domain.codes import WHITE_SPACE, clean_code, code_key
 from promocodes.domain.templates import Template
 from promocodes.domain.times import format_rfc3339, parse_rfc3339, utcnow
 from promocodes.errors import BadRequest, Conflict, LimitExceeded, NotFound, PromocodeError
@@ -68,6 +68,11 @@ class PromocodeService:
                 f"Program {program.id} has multiple-usage codes: identify the profile (`db_id` and matching fields)"
             )
         return None
+
+    async def _require_code(self, program: Program, code: str) -> None:
+        """404 for a code the program does not hold: objects are checked before their state (spec 8.1.2)."""
+        if await self.store.code_state(program.id, code_key(code, program.case_sensitive)) is None:
+            raise _fail(Outcome.NO_CODE, code, program.id)
 
     # --- import -------------------------------------------------------------------------------------------------
 
@@ -138,6 +143,7 @@ class PromocodeService:
         program = await self.programs.program(principal, request.loyalty_id)
         profile_pk = await self._profile_pk(principal, program, request)
         if not program.active:
+            await self._require_code(program, code)
             raise Conflict(f"Program {program.id} is inactive")
         outcome = await self.store.activate(program.id, code_key(code, program.case_sensitive), profile_pk, utcnow())
         if outcome is not Outcome.DONE:
@@ -156,6 +162,7 @@ class PromocodeService:
         program = await self.programs.program(principal, request.loyalty_id)
         profile_pk = await self._profile_pk(principal, program, request) if activated is not None else None
         if activated and not program.active:
+            await self._require_code(program, code)
             raise Conflict(f"Program {program.id} is inactive")
         outcome = await self.store.update_code(
             program.id,
@@ -174,11 +181,13 @@ class PromocodeService:
     async def attach(self, principal: Principal, request: AttachRequest) -> AttachResult:
         """Bind the named code, or one from the pool, to a profile (spec 8.5.3 to 8.5.6)."""
         # An empty `<code/>` in XML or `code=` in a form means "no code", as an absent one does.
-        code = clean_code(request.code) if request.code and request.code.strip() else None
+        code = clean_code(request.code) if request.code and request.code.strip(WHITE_SPACE) else None
         program = await self.programs.program(principal, request.loyalty_id)
         profile = await self.profiles.resolve(principal, request.db_id, request)
         now = utcnow()
         if not program.issuing_allowed(now):
+            if code is not None and not program.create_on_attach:
+                await self._require_code(program, code)
             state = "inactive" if not program.active else "outside its validity range"
             raise Conflict(f"Program {program.id} is {state}: no codes can be attached")
         if code is not None:

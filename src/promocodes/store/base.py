@@ -59,6 +59,13 @@ class Connection(Protocol):
     skip_locked: str
     #: appended to a ``SELECT`` that must hold its row until commit: ``FOR UPDATE`` on PostgreSQL, nothing on SQLite.
     lock_row: str
+    #: appended to a ``SELECT`` of the program an attach binds into: ``FOR KEY SHARE`` on PostgreSQL, which any
+    #: number of attaches hold together and which keeps the row from being deleted until they commit.
+    share_row: str
+    #: appended to a ``SELECT`` of a row about to be deleted under a condition: ``FOR UPDATE`` on PostgreSQL, which
+    #: waits for every writer holding the row (``share_row``, ``lock_row``), so the condition, checked by the NEXT
+    #: statement (a fresh READ COMMITTED snapshot), sees what they committed. Nothing on SQLite.
+    lock_for_delete: str
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
     async def fetchrow(self, sql: str, *args: Any) -> Row:
@@ -325,10 +332,17 @@ class Store(ABC):
     async def delete_program(self, conn: Connection, account_id: int, program_id: int, force: bool) -> bool | None:
         """Delete the program with its codes: True; False when refused; None when the account has no such program.
 
-        Without ``force`` the ``DELETE`` itself carries the condition "holds
-        no attached code", so a code attached concurrently either lands first (and the delete is refused) or
-        finds the program gone (its insert of a binding fails on the foreign key)."""
+        Without ``force`` the ``DELETE`` carries the condition "holds no attached code". Lock: the program row
+        first (``lock_for_delete``), which waits for the attaches in flight (each holds ``share_row`` on it); the
+        ``DELETE`` then runs with a fresh snapshot, so an attach either lands first (and the delete is refused) or
+        finds the program gone (and reports the code missing). Without that lock the ``DELETE``'s snapshot would
+        predate the attach, and the cascade would erase a code the attach had just reported bound."""
         async with conn.transaction():
+            await conn.fetchval(
+                f"SELECT id FROM programs WHERE id = $1 AND account_id = $2{conn.lock_for_delete}",
+                program_id,
+                account_id,
+            )
             deleted = await conn.fetchval(
                 "DELETE FROM programs WHERE id = $1 AND account_id = $2 AND ($3 OR NOT EXISTS ("
                 "  SELECT 1 FROM codes WHERE program_id = $1 AND attached_count > 0)) RETURNING id",
@@ -476,8 +490,11 @@ class Store(ABC):
 
         Without ``force`` the ``DELETE`` carries "holds no code" as its condition. With it,
         the profile's bindings go first and each code's ``attached_count`` drops in the same transaction, so
-        personal codes return to the pool consistently."""
+        personal codes return to the pool consistently. Lock: the profile row first (``lock_for_delete``), which
+        waits for attaches in flight (their binding's foreign key holds the row); the condition is then judged on a
+        fresh snapshot, so such an attach makes the delete refuse instead of failing on the foreign key."""
         async with conn.transaction():
+            await conn.fetchval(f"SELECT id FROM profiles WHERE id = $1{conn.lock_for_delete}", profile_pk)
             if force:
                 await conn.fetch(
                     "UPDATE codes SET attached_count = attached_count - 1 "
@@ -595,10 +612,12 @@ class Store(ABC):
         concurrent claims the second re-checks the committed row, finds 1, and matches nothing. A multiple-usage
         code takes one binding row per profile, and the ``UNIQUE (code_id, profile_pk)`` constraint makes the
         second of two identical binds a no-op (``ON CONFLICT DO NOTHING``). Creating the code goes through
-        :meth:`import_codes`' program-row lock, so the program limit holds.
+        :meth:`import_codes`' program-row lock, so the program limit holds. The program row is held with
+        ``share_row`` to commit, so that a delete without ``force`` waits for this attach (see :meth:`delete_program`).
         """
         at = to_micros(now)
         async with conn.transaction():
+            await conn.fetchval(f"SELECT id FROM programs WHERE id = $1{conn.share_row}", program_id)
             if create:
                 exists = await conn.fetchval(
                     "SELECT id FROM codes WHERE program_id = $1 AND code_key = $2", program_id, key
@@ -655,6 +674,7 @@ class Store(ABC):
         """Bind the oldest free, unexpired code of the program to the profile; None when none is free.
 
         Locks:
+        - the program row (``share_row``), as in :meth:`attach_code`;
         - the profile row (``SELECT … FOR UPDATE`` on PostgreSQL), held to commit, so that with
           ``one_per_profile`` two concurrent attaches for one profile run one after the other and the second
           sees the first's code instead of taking another;
@@ -666,6 +686,7 @@ class Store(ABC):
         """
         at = to_micros(now)
         async with conn.transaction():
+            await conn.fetchval(f"SELECT id FROM programs WHERE id = $1{conn.share_row}", program_id)
             await conn.fetchval(f"SELECT id FROM profiles WHERE id = $1{conn.lock_row}", profile_pk)
             if one_per_profile:
                 held: str | None = await conn.fetchval(
@@ -852,7 +873,10 @@ async def _update_code(
             raise _Rollback(outcome)  # undo the new expiry too: all or nothing
         return outcome
     if activated is False:
-        return await _deactivate(conn, program_id, key, profile_pk)
+        outcome = await _deactivate(conn, program_id, key, profile_pk)
+        if outcome not in (Outcome.DONE, Outcome.UNCHANGED):
+            raise _Rollback(outcome)  # a refused deactivation undoes the new expiry as well: all or nothing
+        return outcome
     return Outcome.DONE
 
 

@@ -39,6 +39,9 @@ class PostgresConnection:
     skip_locked = " FOR UPDATE SKIP LOCKED"
     # NO KEY UPDATE: serialises the callers that take it, without blocking inserts whose foreign key points here.
     lock_row = " FOR NO KEY UPDATE"
+    # KEY SHARE: attaches share it; only FOR UPDATE (a delete) waits for them, imports and updates do not.
+    share_row = " FOR KEY SHARE"
+    lock_for_delete = " FOR UPDATE"
 
     def __init__(self, raw: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> None:
         self._raw = raw

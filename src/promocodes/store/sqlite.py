@@ -45,6 +45,8 @@ class SqliteConnection:
 
     skip_locked = ""  # write transactions are serial: nothing to skip
     lock_row = ""  # ... and nothing to lock beyond BEGIN IMMEDIATE
+    share_row = ""
+    lock_for_delete = ""
 
     def __init__(self, raw: sqlite3.Connection) -> None:
         self._raw = raw

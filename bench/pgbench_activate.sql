@@ -1,0 +1,13 @@
+-- The database's own ceiling for one `activate` request: the same three statements the server runs
+-- (token lookup, program lookup, the conditional UPDATE), on random codes of the seeded range.
+\set n random(1, :codes)
+SELECT id, account_id, role FROM tokens WHERE token_hash = :token_hash AND revoked IS NULL;
+SELECT id, account_id, name FROM programs WHERE id = :loyalty_id AND account_id = 1;
+UPDATE code_bindings SET activated = 1
+WHERE id = (
+    SELECT b.id FROM code_bindings b JOIN codes c ON c.id = b.code_id
+    WHERE c.program_id = :loyalty_id AND c.code_key = 'B' || lpad(:n::text, 7, '0') AND b.activated IS NULL
+      AND (c.expire_date IS NULL OR c.expire_date > 1)
+    ORDER BY b.id LIMIT 1)
+AND activated IS NULL
+RETURNING id;

@@ -1,0 +1,449 @@
+"""The locks under real parallelism, on both adapters.
+
+PostgreSQL: one store with a pool larger than the fan-out of most tests, so the gathered operations run on
+distinct connections at the same time. SQLite: several stores on the SAME file, each with its own database
+thread and connection, so the operations really contend for SQLite's write lock (within one store they would
+merely queue on its thread). Work is dealt round-robin over the stores.
+
+Nothing here measures time: every assertion is about the outcomes and the state left in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+import pytest
+
+from promocodes.models import Outcome, ProgramStats
+from promocodes.store import Store, open_store
+from promocodes.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
+
+NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
+SQLITE_STORES = 6
+POSTGRES_POOL = 40
+
+
+@pytest.fixture
+async def stores(database_url: str) -> AsyncIterator[list[Store]]:
+    """Independent connections to one migrated database: several SQLite stores, or one wide PostgreSQL pool."""
+    opened: list[Store] = []
+    try:
+        if database_url.startswith("sqlite"):
+            for _ in range(SQLITE_STORES):
+                store = open_store(database_url)
+                await store.open()
+                opened.append(store)
+        else:
+            store = PostgresStore(database_url, pool_size=POSTGRES_POOL)
+            await store.open()
+            opened.append(store)
+            # The pool connects lazily; open every connection now so that the races start on all of them at once.
+            await asyncio.gather(*(store.count_tokens() for _ in range(POSTGRES_POOL)))
+        await opened[0].migrate()
+        yield opened
+    finally:
+        for store in opened:
+            await store.close()
+
+
+async def fan_out(stores: Sequence[Store], count: int, call: Callable[[Store, int], Awaitable[T]]) -> list[T]:
+    """Run ``call(store, index)`` ``count`` times at once, dealing the calls round-robin over the stores."""
+    return list(await asyncio.gather(*(call(stores[index % len(stores)], index) for index in range(count))))
+
+
+async def setup(store: Store, codes: Sequence[str] = (), **settings: Any) -> tuple[int, int]:
+    """A program holding ``codes`` and a database: ``(program_id, db_id)``."""
+    account_id = await store.ensure_account("acme", NOW)
+    program = await store.create_program(account_id, {"name": "Load", **settings}, NOW)
+    if codes:
+        outcome = await store.import_codes(program.id, [(code, code) for code in codes], NOW)
+        assert len(outcome.inserted) == len(codes)
+    database = await store.create_database(account_id, "main", NOW)
+    return program.id, database.id
+
+
+async def make_profiles(stores: Sequence[Store], db_id: int, count: int) -> list[int]:
+    async def one(store: Store, index: int) -> int:
+        saved = await store.save_profile(db_id, None, secrets.token_hex(12), f"user{index}@example.org", [], {}, NOW)
+        return saved.pk
+
+    return await fan_out(stores, count, one)
+
+
+async def bindings(store: Store, program_id: int) -> dict[str, tuple[int, int | None]]:
+    """Every code of the program → ``(attached_count, bound profile or None)``, read back from the database."""
+    result: dict[str, tuple[int, int | None]] = {}
+    async for item in store.export_codes(program_id, page_size=50):
+        state = await store.code_state(program_id, item.code)
+        assert state is not None
+        result[item.code] = (state.attached_count, None if state.latest is None else state.latest.profile_pk)
+    return result
+
+
+async def test_concurrent_activations_of_one_code(stores: list[Store]) -> None:
+    program_id, db_id = await setup(stores[0], ["ONE"])
+    (holder,) = await make_profiles(stores, db_id, 1)
+    assert await stores[0].attach_code(program_id, "ONE", "ONE", holder, False, False, NOW) is Outcome.DONE
+
+    outcomes = await fan_out(stores, 100, lambda store, _: store.activate(program_id, "ONE", None, NOW))
+
+    assert Counter(outcomes) == {Outcome.DONE: 1, Outcome.ALREADY_ACTIVATED: 99}
+    state = await stores[0].code_state(program_id, "ONE")
+    assert state is not None
+    assert (state.attached_count, state.activated_count) == (1, 1)
+
+
+async def test_concurrent_activations_of_many_codes(stores: list[Store]) -> None:
+    """The same race on 20 codes at once, 25 activations each, interleaved: more chances for two to overlap."""
+    codes = [f"A{index:02d}" for index in range(20)]
+    program_id, db_id = await setup(stores[0], codes)
+    pks = await make_profiles(stores, db_id, 20)
+    for code, pk in zip(codes, pks, strict=True):
+        assert await stores[0].attach_code(program_id, code, code, pk, False, False, NOW) is Outcome.DONE
+
+    outcomes = await fan_out(stores, 500, lambda store, index: store.activate(program_id, codes[index % 20], None, NOW))
+
+    for number, code in enumerate(codes):
+        mine = Counter(outcomes[number::20])
+        assert mine == {Outcome.DONE: 1, Outcome.ALREADY_ACTIVATED: 24}, code
+    assert (await stores[0].program_stats(program_id, NOW)).activated == 20
+
+
+async def test_concurrent_pool_attaches_never_share_a_code(stores: list[Store]) -> None:
+    codes = [f"POOL-{index:03d}" for index in range(200)]
+    program_id, db_id = await setup(stores[0], codes)
+    pks = await make_profiles(stores, db_id, 300)
+
+    picked = await fan_out(stores, 300, lambda store, index: store.attach_from_pool(program_id, pks[index], False, NOW))
+
+    handed = {pk: code for pk, code in zip(pks, picked, strict=True) if code is not None}
+    assert len(handed) == 200
+    assert picked.count(None) == 100
+    assert sorted(handed.values()) == codes  # 200 distinct codes: every free code, each once
+    state = await bindings(stores[0], program_id)
+    assert state == {code: (1, pk) for pk, code in handed.items()}  # one binding each, to the profile told
+    assert await stores[0].program_stats(program_id, NOW) == ProgramStats(
+        total=200, free=0, attached=200, activated=0, expired=0
+    )
+    assert all([item.attached is not None async for item in stores[0].export_codes(program_id)])
+    # The profiles told "no code" hold none: each can be deleted without force; the others cannot.
+    for pk in pks:
+        assert await stores[0].delete_profile(pk, False) is (pk not in handed)
+
+
+async def test_concurrent_pool_attaches_with_more_codes_than_callers(stores: list[Store]) -> None:
+    """With codes to spare, every caller gets one, and they are the oldest ones (FIFO holds under load)."""
+    codes = [f"POOL-{index:03d}" for index in range(80)]
+    program_id, db_id = await setup(stores[0], codes)
+    pks = await make_profiles(stores, db_id, 50)
+
+    picked = await fan_out(stores, 50, lambda store, index: store.attach_from_pool(program_id, pks[index], False, NOW))
+
+    assert None not in picked
+    assert sorted(code for code in picked if code is not None) == codes[:50]
+    stats = await stores[0].program_stats(program_id, NOW)
+    assert (stats.free, stats.attached) == (30, 50)
+
+
+async def test_concurrent_attach_of_one_personal_code(stores: list[Store]) -> None:
+    program_id, db_id = await setup(stores[0], ["MINE"])
+    pks = await make_profiles(stores, db_id, 50)
+
+    outcomes = await fan_out(
+        stores, 50, lambda store, index: store.attach_code(program_id, "MINE", "MINE", pks[index], False, False, NOW)
+    )
+
+    assert Counter(outcomes) == {Outcome.DONE: 1, Outcome.ATTACHED_ELSEWHERE: 49}
+    winner = pks[outcomes.index(Outcome.DONE)]
+    state = await stores[0].code_state(program_id, "MINE")
+    assert state is not None
+    assert state.attached_count == 1
+    assert state.latest is not None
+    assert state.latest.profile_pk == winner
+    for pk in pks:  # the losers hold nothing to detach; the winner does
+        if pk != winner:
+            assert await stores[0].detach(program_id, "MINE", pk) is Outcome.ATTACHED_ELSEWHERE
+    assert await stores[0].detach(program_id, "MINE", winner) is Outcome.DONE
+
+
+async def test_concurrent_attach_creating_one_new_code(stores: list[Store]) -> None:
+    """Attach with create of an unknown code by many profiles: one code is created, and bound once."""
+    program_id, db_id = await setup(stores[0])
+    pks = await make_profiles(stores, db_id, 50)
+
+    outcomes = await fan_out(
+        stores, 50, lambda store, index: store.attach_code(program_id, "NEW", "NEW", pks[index], False, True, NOW)
+    )
+
+    assert Counter(outcomes) == {Outcome.DONE: 1, Outcome.ATTACHED_ELSEWHERE: 49}
+    assert await stores[0].program_stats(program_id, NOW) == ProgramStats(
+        total=1, free=0, attached=1, activated=0, expired=0
+    )
+
+
+async def test_concurrent_attach_of_one_universal_code_by_the_same_profile(stores: list[Store]) -> None:
+    program_id, db_id = await setup(stores[0], ["UNI"], multiple_usage=True)
+    (pk,) = await make_profiles(stores, db_id, 1)
+
+    outcomes = await fan_out(
+        stores, 40, lambda store, _: store.attach_code(program_id, "UNI", "UNI", pk, True, False, NOW)
+    )
+
+    assert Counter(outcomes) == {Outcome.DONE: 1, Outcome.UNCHANGED: 39}
+    state = await stores[0].code_state(program_id, "UNI", pk)
+    assert state is not None
+    assert state.attached_count == 1
+    assert state.own is not None
+
+
+async def test_concurrent_attach_of_one_universal_code_by_many_profiles(stores: list[Store]) -> None:
+    program_id, db_id = await setup(stores[0], ["UNI"], multiple_usage=True)
+    pks = await make_profiles(stores, db_id, 40)
+
+    # Each profile twice, all at once: one binding per profile, and the count agrees with the bindings.
+    outcomes = await fan_out(
+        stores, 80, lambda store, index: store.attach_code(program_id, "UNI", "UNI", pks[index % 40], True, False, NOW)
+    )
+
+    assert Counter(outcomes) == {Outcome.DONE: 40, Outcome.UNCHANGED: 40}
+    state = await stores[0].code_state(program_id, "UNI")
+    assert state is not None
+    assert state.attached_count == 40
+    for pk in pks:
+        own = await stores[0].code_state(program_id, "UNI", pk)
+        assert own is not None
+        assert own.own is not None
+
+
+async def test_concurrent_imports_respect_the_codes_limit(stores: list[Store]) -> None:
+    program_id, _ = await setup(stores[0], codes_limit=50)
+
+    # 20 batches of 10; neighbouring batches overlap by 5 codes, so duplicates race as well.
+    def batch(index: int) -> list[tuple[str, str]]:
+        return [(f"C{number:03d}", f"C{number:03d}") for number in range(index * 5, index * 5 + 10)]
+
+    outcomes = await fan_out(stores, 20, lambda store, index: store.import_codes(program_id, batch(index), NOW))
+
+    inserted = [key for outcome in outcomes for key in outcome.inserted]
+    assert len(inserted) == 50
+    assert len(set(inserted)) == 50  # no key reported inserted twice
+    stats = await stores[0].program_stats(program_id, NOW)
+    assert stats.total == 50
+    listed = [item.code async for item in stores[0].export_codes(program_id)]
+    assert sorted(listed) == sorted(inserted)
+    for outcome in outcomes:
+        assert 0 <= outcome.considered <= 10
+    more = await stores[0].import_codes(program_id, [("LATE", "LATE")], NOW)
+    assert (more.inserted, more.considered) == (frozenset(), 0)
+
+
+async def test_concurrent_imports_and_creating_attaches_respect_the_codes_limit(stores: list[Store]) -> None:
+    program_id, db_id = await setup(stores[0], codes_limit=30)
+    pks = await make_profiles(stores, db_id, 30)
+
+    async def work(store: Store, index: int) -> Any:
+        if index % 2:
+            return await store.import_codes(
+                program_id, [(f"I{index:02d}-{n}", f"I{index:02d}-{n}") for n in range(3)], NOW
+            )
+        return await store.attach_code(program_id, f"A{index:02d}", f"A{index:02d}", pks[index], False, True, NOW)
+
+    results = await fan_out(stores, 30, work)
+
+    created = sum(len(r.inserted) for r in results if not isinstance(r, Outcome))
+    created += sum(1 for r in results if r is Outcome.DONE)
+    assert created == 30
+    assert set(r for r in results if isinstance(r, Outcome)) <= {Outcome.DONE, Outcome.LIMIT_REACHED}
+    stats = await stores[0].program_stats(program_id, NOW)
+    assert stats.total == 30
+    assert stats.attached == sum(1 for r in results if r is Outcome.DONE)
+
+
+async def test_concurrent_one_per_profile_attaches_for_one_profile(stores: list[Store]) -> None:
+    codes = [f"P{index:02d}" for index in range(10)]
+    program_id, db_id = await setup(stores[0], codes, one_code_per_profile=True)
+    (pk,) = await make_profiles(stores, db_id, 1)
+
+    picked = await fan_out(stores, 30, lambda store, _: store.attach_from_pool(program_id, pk, True, NOW))
+
+    assert set(picked) == {"P00"}
+    stats = await stores[0].program_stats(program_id, NOW)
+    assert (stats.attached, stats.free) == (1, 9)
+
+
+async def test_concurrent_one_per_profile_attaches_for_several_profiles(stores: list[Store]) -> None:
+    codes = [f"P{index:02d}" for index in range(20)]
+    program_id, db_id = await setup(stores[0], codes, one_code_per_profile=True)
+    pks = await make_profiles(stores, db_id, 8)
+
+    # Five attaches per profile, interleaved: each profile ends up with exactly one code, always the same.
+    picked = await fan_out(
+        stores, 40, lambda store, index: store.attach_from_pool(program_id, pks[index % 8], True, NOW)
+    )
+
+    per_profile: dict[int, set[str | None]] = {}
+    for index, code in enumerate(picked):
+        per_profile.setdefault(pks[index % 8], set()).add(code)
+    assert all(len(got) == 1 and None not in got for got in per_profile.values())
+    assert len({next(iter(got)) for got in per_profile.values()}) == 8
+    stats = await stores[0].program_stats(program_id, NOW)
+    assert (stats.attached, stats.free) == (8, 12)
+
+
+async def test_concurrent_detach_and_activate_leave_a_consistent_state(stores: list[Store]) -> None:
+    codes = [f"D{index:02d}" for index in range(30)]
+    program_id, db_id = await setup(stores[0], codes)
+    pks = await make_profiles(stores, db_id, 30)
+    for code, pk in zip(codes, pks, strict=True):
+        assert await stores[0].attach_code(program_id, code, code, pk, False, False, NOW) is Outcome.DONE
+
+    # Half the pairs are launched side by side; for the other half every detach is launched first and every
+    # activation last, so that both orders of the race get played (the assertions hold for either).
+    order = [(kind, number) for number in range(15) for kind in ("detach", "activate")]
+    order = [("detach", n) for n in range(15, 30)] + order + [("activate", n) for n in range(15, 30)]
+
+    async def race(store: Store, index: int) -> Outcome:
+        kind, number = order[index]
+        if kind == "activate":
+            return await store.activate(program_id, codes[number], None, NOW)
+        return await store.detach(program_id, codes[number], pks[number])
+
+    results = dict(zip(order, await fan_out(stores, 60, race), strict=True))
+    outcomes = [results[kind, number] for number in range(30) for kind in ("detach", "activate")]
+
+    for number, code in enumerate(codes):
+        detached, activated = outcomes[2 * number], outcomes[2 * number + 1]
+        state = await stores[0].code_state(program_id, code, pks[number])
+        assert state is not None
+        if detached is Outcome.DONE:
+            # The detach won: the activation found nothing bound, and the code is free and unused.
+            assert activated is Outcome.NOT_ATTACHED, code
+            assert (state.attached_count, state.activated_count, state.latest) == (0, 0, None), code
+        else:
+            # The activation won: the detach was refused, the code stays bound, once, and activated.
+            assert (detached, activated) == (Outcome.ALREADY_ACTIVATED, Outcome.DONE), code
+            assert (state.attached_count, state.activated_count) == (1, 1), code
+            assert state.own is not None, code
+    stats = await stores[0].program_stats(program_id, NOW)
+    won_by_detach = sum(1 for outcome in outcomes[0::2] if outcome is Outcome.DONE)
+    assert (stats.free, stats.attached, stats.activated) == (won_by_detach, 30 - won_by_detach, 30 - won_by_detach)
+
+
+# --- deletes racing attaches (PostgreSQL: SQLite's write transactions are serial, so there is no race to stage) ---
+#
+# A second connection holds one row lock that the attach needs only AFTER it has claimed its code, so the attach is
+# caught half-way; then the delete starts; then the lock is released. Whatever the store's locking, the outcome
+# must be one the two operations could produce one after the other: never "attached" AND "deleted without force".
+
+POSTGRES_ONLY = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+
+
+async def lock_waiters(conn: asyncpg.Connection) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return count
+
+
+async def until_waiting(conn: asyncpg.Connection, count: int) -> None:
+    """Poll until ``count`` sessions wait on a lock (a synchronisation point, not a timing assertion)."""
+    for _ in range(2000):
+        if await lock_waiters(conn) >= count:
+            return
+        await asyncio.sleep(0.005)
+    pytest.fail(f"expected {count} sessions waiting on a lock, saw {await lock_waiters(conn)}")
+
+
+@POSTGRES_ONLY
+async def test_delete_program_without_force_waits_for_an_attach_in_flight(
+    stores: list[Store], database_url: str
+) -> None:
+    store = stores[0]
+    program_id, db_id = await setup(store, ["A", "B"])
+    account_id = await store.ensure_account("acme", NOW)
+    (pk,) = await make_profiles(stores, db_id, 1)
+    blocker = await asyncpg.connect(database_url)
+    try:
+        async with blocker.transaction():
+            # The attach claims "A", then its binding's foreign key check waits for this profile lock.
+            await blocker.execute("SELECT id FROM profiles WHERE id = $1 FOR UPDATE", pk)
+            attach = asyncio.create_task(store.attach_code(program_id, "A", "A", pk, False, False, NOW))
+            await until_waiting(blocker, 1)
+            delete = asyncio.create_task(store.delete_program(account_id, program_id, False))
+            await until_waiting(blocker, 2)
+        attached, deleted = await attach, await delete
+    finally:
+        await blocker.close()
+
+    assert attached is Outcome.DONE
+    assert deleted is False  # the attach landed first, so the delete without force is refused
+    assert await store.get_program(account_id, program_id) is not None
+    state = await store.code_state(program_id, "A", pk)
+    assert state is not None
+    assert state.own is not None
+
+
+@POSTGRES_ONLY
+async def test_delete_profile_without_force_waits_for_an_attach_in_flight(
+    stores: list[Store], database_url: str
+) -> None:
+    store = stores[0]
+    program_id, db_id = await setup(store, ["UNI"], multiple_usage=True)
+    (pk,) = await make_profiles(stores, db_id, 1)
+    code = await store.code_state(program_id, "UNI")
+    assert code is not None
+    blocker = await asyncpg.connect(database_url)
+    try:
+        async with blocker.transaction():
+            # The universal attach inserts its binding, then waits for this lock to count it on the code row.
+            await blocker.execute("SELECT id FROM codes WHERE id = $1 FOR NO KEY UPDATE", code.id)
+            attach = asyncio.create_task(store.attach_code(program_id, "UNI", "UNI", pk, True, False, NOW))
+            await until_waiting(blocker, 1)
+            delete = asyncio.create_task(store.delete_profile(pk, False))
+            await until_waiting(blocker, 2)
+        attached, deleted = await attach, await delete
+    finally:
+        await blocker.close()
+
+    assert attached is Outcome.DONE
+    assert deleted is False  # refused cleanly: the profile now holds a code
+    state = await store.code_state(program_id, "UNI", pk)
+    assert state is not None
+    assert state.attached_count == 1
+    assert state.own is not None
+
+
+async def test_concurrent_detach_and_pool_attach(stores: list[Store]) -> None:
+    """Codes returned by detach while others draw from the pool: nobody gets a code that is still bound."""
+    codes = [f"R{index:02d}" for index in range(20)]
+    program_id, db_id = await setup(stores[0], codes)
+    holders = await make_profiles(stores, db_id, 20)
+    for code, pk in zip(codes, holders, strict=True):
+        assert await stores[0].attach_code(program_id, code, code, pk, False, False, NOW) is Outcome.DONE
+    takers = await make_profiles(stores, db_id, 30)
+
+    async def work(store: Store, index: int) -> Any:
+        if index < 20:
+            return await store.detach(program_id, codes[index], holders[index])
+        return await store.attach_from_pool(program_id, takers[index - 20], False, NOW)
+
+    results = await fan_out(stores, 50, work)
+
+    assert results[:20] == [Outcome.DONE] * 20
+    taken = {takers[index]: code for index, code in enumerate(results[20:]) if code is not None}
+    assert len(set(taken.values())) == len(taken)
+    state = await bindings(stores[0], program_id)
+    assert {code: holder for code, (_, holder) in state.items() if holder is not None} == {
+        code: pk for pk, code in taken.items()
+    }
+    assert all(count == (1 if holder is not None else 0) for count, holder in state.values())
