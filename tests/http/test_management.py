@@ -482,6 +482,16 @@ def test_profile_delete_with_force_frees_the_code_back_to_the_pool(api: Api) -> 
     assert attach(api, loyalty_id, db_id, "bob@example.org") == "A-1"  # handed out again from the pool
 
 
+def test_profile_delete_with_force_is_409_while_it_holds_a_redeemed_code(api: Api) -> None:
+    loyalty_id, db_id = _profile_holding(api, "A-1", "A-2")
+    api.ok("promocodes/activate", loyalty_id=loyalty_id, code="A-1")
+    error, text = refused(api, "profiles/delete", db_id=db_id, email="ann@example.org", force=True)
+    assert error == 409 and "activated" in text, text
+    assert api.ok("profiles/get", db_id=db_id, email="ann@example.org")
+    assert get_code(api, loyalty_id, "A-1")["is_activated"] is True
+    assert get_code(api, loyalty_id, "A-2")["is_attached"] is True  # a refused call changes nothing
+
+
 def test_profile_delete_without_codes_needs_no_force(api: Api) -> None:
     _, db_id = _profile_holding(api, "A-1")
     assert api.ok("profiles/delete", db_id=db_id, email="bob@example.org") is None

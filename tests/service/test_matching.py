@@ -244,3 +244,19 @@ def test_activate_of_a_multiple_usage_code_resolves_the_profile_by_any_mode(api:
     crowd.activate("U", db_id=crowd.db_id, matching="email_profile", email=ANN.upper())
     crowd.refused("activate", 400, "matching", code="U", db_id=crowd.db_id, matching="nope", email=ANN)
     assert crowd.get("U")["activated_count"] == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "fields"),
+    [
+        ("attach", {}),
+        ("detach", {"code": "A"}),
+        ("activate", {"code": "A"}),
+        ("update", {"code": "A", "activated": True}),
+    ],
+)
+def test_matching_fields_are_checked_before_the_program_exists(api: Api, method: str, fields: dict[str, Any]) -> None:
+    """Spec 8.1.2: fields (400) before objects (404) — a bad `matching` on an unknown program is a 400."""
+    body = api.call(f"promocodes/{method}", loyalty_id=999_999, db_id=999_999, matching="fax", **fields)
+    assert body["error"] == 400, body
+    assert "matching" in body["error_text"]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from promocodes.errors import Conflict, NotFound
 from promocodes.models import (
     ImportOutcome,
     Match,
@@ -1259,6 +1260,38 @@ async def test_delete_profile_with_force_returns_codes_to_the_pool(store: Store)
     assert state is not None
     assert (state.attached_count, state.latest) == (0, None)
     assert await store.attach_from_pool(program_id, bob, False, NOW) == "A"
+
+
+async def test_delete_profile_with_force_keeps_a_profile_holding_a_redeemed_code(store: Store) -> None:
+    _, program_id, db_id = await world(store, "A", "B", "C")
+    ann, bob = await profiles(store, db_id, 2)
+    assert await attach(store, program_id, "A", ann) is Outcome.DONE
+    assert await attach(store, program_id, "B", ann) is Outcome.DONE
+    assert await activate(store, program_id, "A", ann) is Outcome.DONE
+    assert await store.delete_profile(ann, True) is False
+    redeemed = await store.code_state(program_id, "A", ann)
+    assert redeemed is not None and redeemed.own is not None and redeemed.own.activated is not None
+    kept = await store.code_state(program_id, "B", ann)
+    assert kept is not None and kept.own is not None  # refused as a whole: the unredeemed code stays bound too
+    assert await store.attach_from_pool(program_id, bob, False, NOW) == "C"
+    assert await store.attach_from_pool(program_id, bob, False, NOW) is None
+
+
+async def test_import_into_a_deleted_program_is_not_found(store: Store) -> None:
+    gone = await program(store)
+    assert await store.delete_program(gone.account_id, gone.id, True) is True
+    with pytest.raises(NotFound):
+        await add_codes(store, gone.id, "A")
+
+
+async def test_attach_for_a_deleted_profile_is_a_conflict_and_changes_nothing(store: Store) -> None:
+    _, program_id, db_id = await world(store, "A")
+    ann = await profile(store, db_id, "ann@example.org")
+    assert await store.delete_profile(ann.pk, False) is True
+    with pytest.raises(Conflict):
+        await attach(store, program_id, "A", ann.pk)
+    state = await store.code_state(program_id, "A")
+    assert state is not None and state.attached_count == 0
 
 
 async def test_delete_profile_with_force_keeps_other_bindings_of_a_universal_code(store: Store) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any
+from typing import Any, NamedTuple
 
 from promocodes.domain.phones import phone_digits
 from promocodes.domain.times import format_rfc3339, utcnow
@@ -72,6 +72,20 @@ def match_from(selector: ProfileSelector) -> Match:
     return Match(mode=mode, value=value.lower())
 
 
+class ProfileLookup(NamedTuple):
+    """A checked profile reference: the database and the match, built before any object is read, so that field
+    errors (400) come before missing objects (404), as spec 8.1.2 orders them."""
+
+    database_id: int
+    match: Match
+
+
+def lookup_from(selector: ProfileSelector) -> ProfileLookup:
+    if selector.db_id is None:
+        raise BadRequest("Field `db_id` is required to identify a profile")
+    return ProfileLookup(selector.db_id, match_from(selector))
+
+
 def describe(match: Match) -> str:
     if match.mode is MatchMode.CUSTOM:
         return f"{match.field_name} = {match.value!r}"
@@ -99,17 +113,15 @@ class ProfileService:
             raise NotFound(f"Database {database_id} not found")
         return database
 
-    async def resolve(self, principal: Principal, database_id: int | None, selector: ProfileSelector) -> Profile:
-        """The one profile the selector names: 404 when none, 409 when several (spec 8.5.11)."""
-        if database_id is None:
-            raise BadRequest("Field `db_id` is required to identify a profile")
-        match = match_from(selector)
-        database = await self.database(principal, database_id)
-        found = await self.store.find_profiles(database.id, match)
+    async def resolve(self, principal: Principal, lookup: ProfileLookup) -> Profile:
+        """The one profile the lookup names: 404 when none, 409 when several (spec 8.5.11)."""
+        database = await self.database(principal, lookup.database_id)
+        found = await self.store.find_profiles(database.id, lookup.match)
+        where = f"{describe(lookup.match)} in database {database.id}"
         if not found:
-            raise NotFound(f"Profile not found: no profile with {describe(match)} in database {database_id}")
+            raise NotFound(f"Profile not found: no profile with {where}")
         if len(found) > 1:
-            raise Conflict(f"Several profiles match {describe(match)} in database {database_id}; use profile_id")
+            raise Conflict(f"Several profiles match {where}; use profile_id")
         return found[0]
 
     # --- databases ----------------------------------------------------------------------------------------------
@@ -164,12 +176,18 @@ class ProfileService:
         return ProfileCreated(profile_id=profile.profile_id)
 
     async def get_profile(self, principal: Principal, request: ProfileRef) -> ProfileView:
-        return profile_view(await self.resolve(principal, request.db_id, request))
+        return profile_view(await self.resolve(principal, lookup_from(request)))
 
     async def delete_profile(self, principal: Principal, request: ProfileDelete) -> None:
-        profile = await self.resolve(principal, request.db_id, request)
-        if not await self.store.delete_profile(profile.pk, request.force):
-            raise Conflict(f"Profile {profile.profile_id} still holds promo codes; pass force: true to delete it")
+        profile = await self.resolve(principal, lookup_from(request))
+        if await self.store.delete_profile(profile.pk, request.force):
+            return
+        if request.force:
+            raise Conflict(
+                f"Profile {profile.profile_id} holds activated promo codes, which are records of redemptions "
+                "and are never released; it cannot be deleted"
+            )
+        raise Conflict(f"Profile {profile.profile_id} still holds promo codes; pass force: true to delete it")
 
 
 def _check_field_name(name: str) -> None:

@@ -29,7 +29,7 @@ from promocodes.schemas import (
     ProgramRef,
     UpdateRequest,
 )
-from promocodes.service.profiles import ProfileService
+from promocodes.service.profiles import ProfileLookup, ProfileService, lookup_from
 from promocodes.service.programs import ProgramService
 from promocodes.store import Store
 
@@ -58,11 +58,11 @@ class PromocodeService:
         self.programs = programs
         self.profiles = profiles
 
-    async def _profile_pk(self, principal: Principal, program: Program, selector: ProfileSelector) -> int | None:
+    async def _profile_pk(self, principal: Principal, program: Program, lookup: ProfileLookup | None) -> int | None:
         """The profile named by the request, if any. A universal code is activated per binding, so for a
         ``multiple_usage`` program the profile is required (spec 8.5.12)."""
-        if selector.names_a_profile():
-            return (await self.profiles.resolve(principal, selector.db_id, selector)).pk
+        if lookup is not None:
+            return (await self.profiles.resolve(principal, lookup)).pk
         if program.multiple_usage:
             raise BadRequest(
                 f"Program {program.id} has multiple-usage codes: identify the profile (`db_id` and matching fields)"
@@ -140,8 +140,9 @@ class PromocodeService:
         """Redeem a code (spec 8.5.1): attached, not activated, not expired, in an active program. A second
         activation is 409, never a silent success, so a shop can refuse the discount."""
         code = clean_code(request.code)
+        lookup = _optional_lookup(request)
         program = await self.programs.program(principal, request.loyalty_id)
-        profile_pk = await self._profile_pk(principal, program, request)
+        profile_pk = await self._profile_pk(principal, program, lookup)
         if not program.active:
             await self._require_code(program, code)
             raise Conflict(f"Program {program.id} is inactive")
@@ -159,8 +160,9 @@ class PromocodeService:
         expire_date: datetime | None = None
         if isinstance(request.expire_date, str) and request.expire_date.strip():
             expire_date = parse_rfc3339(request.expire_date, "expire_date")
+        lookup = _optional_lookup(request)
         program = await self.programs.program(principal, request.loyalty_id)
-        profile_pk = await self._profile_pk(principal, program, request) if activated is not None else None
+        profile_pk = await self._profile_pk(principal, program, lookup) if activated is not None else None
         if activated and not program.active:
             await self._require_code(program, code)
             raise Conflict(f"Program {program.id} is inactive")
@@ -182,8 +184,9 @@ class PromocodeService:
         """Bind the named code, or one from the pool, to a profile (spec 8.5.3 to 8.5.6)."""
         # An empty `<code/>` in XML or `code=` in a form means "no code", as an absent one does.
         code = clean_code(request.code) if request.code and request.code.strip(WHITE_SPACE) else None
+        lookup = lookup_from(request)
         program = await self.programs.program(principal, request.loyalty_id)
-        profile = await self.profiles.resolve(principal, request.db_id, request)
+        profile = await self.profiles.resolve(principal, lookup)
         now = utcnow()
         if not program.issuing_allowed(now):
             if code is not None and not program.create_on_attach:
@@ -231,8 +234,9 @@ class PromocodeService:
         """Unbind a code from exactly the resolved profile; a redeemed code is a record and never returns to the
         pool (spec 8.5.7)."""
         code = clean_code(request.code)
+        lookup = lookup_from(request)
         program = await self.programs.program(principal, request.loyalty_id)
-        profile = await self.profiles.resolve(principal, request.db_id, request)
+        profile = await self.profiles.resolve(principal, lookup)
         outcome = await self.store.detach(program.id, code_key(code, program.case_sensitive), profile.pk)
         if outcome is Outcome.ALREADY_ACTIVATED:
             raise Conflict("Promo code is activated and cannot be detached")
@@ -256,6 +260,11 @@ async def _export_items(store: Store, program_id: int) -> AsyncIterator[ExportIt
         if item.activated is not None:
             export.activated = format_rfc3339(item.activated)
         yield export
+
+
+def _optional_lookup(selector: ProfileSelector) -> ProfileLookup | None:
+    """activate and update take a profile only when the request names one."""
+    return lookup_from(selector) if selector.names_a_profile() else None
 
 
 def code_report(program: Program, state: CodeState, now: datetime) -> CodeReport:

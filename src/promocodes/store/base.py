@@ -27,6 +27,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 import msgspec
 
 from promocodes.domain.times import from_micros, to_micros
+from promocodes.errors import Conflict, NotFound
 from promocodes.models import (
     PROGRAM_SETTINGS,
     Binding,
@@ -57,7 +58,9 @@ class Connection(Protocol):
     #: appended to a ``SELECT`` that picks a row to claim: PostgreSQL skips rows other transactions hold;
     #: SQLite needs nothing, its write transactions are already serial (``BEGIN IMMEDIATE``).
     skip_locked: str
-    #: appended to a ``SELECT`` that must hold its row until commit: ``FOR UPDATE`` on PostgreSQL, nothing on SQLite.
+    #: appended to a ``SELECT`` that must hold its row until commit against other holders of the same lock:
+    #: ``FOR NO KEY UPDATE`` on PostgreSQL (inserts whose foreign key points at the row are not blocked); nothing
+    #: on SQLite.
     lock_row: str
     #: appended to a ``SELECT`` of the program an attach binds into: ``FOR KEY SHARE`` on PostgreSQL, which any
     #: number of attaches hold together and which keeps the row from being deleted until they commit.
@@ -89,6 +92,13 @@ def operation(
         return await self._run(lambda conn: method(self, conn, *args, **kwargs))
 
     return run
+
+
+def vanished() -> Conflict:
+    """For the adapters: a foreign key failed because a row the operation refers to (a profile, a program) was
+    deleted by a concurrent request after the service looked it up. The transaction rolled back; a retry answers
+    with the proper 404."""
+    return Conflict("An object this request refers to was deleted meanwhile; nothing was changed")
 
 
 def _flag(value: Any) -> bool:
@@ -154,22 +164,36 @@ def _profile(row: Row) -> Profile:
     )
 
 
-def _binding(row: Row | None) -> Binding | None:
-    if row is None:
+def _binding(row: Row, side: str) -> Binding | None:
+    """The ``latest_*`` or ``own_*`` columns of :data:`_CODE_STATE` as a binding, None when there is none."""
+    if row[f"{side}_profile_pk"] is None:
         return None
     return Binding(
-        profile_pk=row["profile_pk"],
-        profile_id=row["profile_id"],
-        database_id=row["database_id"],
-        attached=_time(row["attached"]),
-        activated=from_micros(row["activated"]),
+        profile_pk=row[f"{side}_profile_pk"],
+        profile_id=row[f"{side}_profile_id"],
+        database_id=row[f"{side}_database_id"],
+        attached=_time(row[f"{side}_attached"]),
+        activated=from_micros(row[f"{side}_activated"]),
     )
 
 
-_BINDING_SELECT = """
-    SELECT b.profile_pk, p.profile_id, p.database_id, b.attached, b.activated
-    FROM code_bindings b JOIN profiles p ON p.id = b.profile_pk
+_CODE_STATE = """
+    SELECT c.id, c.code, c.program_id, c.created, c.expire_date, c.attached_count,
+           (SELECT count(activated) FROM code_bindings WHERE code_id = c.id) AS activated_count,
+           (SELECT max(activated) FROM code_bindings WHERE code_id = c.id) AS last_activated,
+           l.profile_pk AS latest_profile_pk, lp.profile_id AS latest_profile_id,
+           lp.database_id AS latest_database_id, l.attached AS latest_attached, l.activated AS latest_activated,
+           o.profile_pk AS own_profile_pk, op.profile_id AS own_profile_id,
+           op.database_id AS own_database_id, o.attached AS own_attached, o.activated AS own_activated
+    FROM codes c
+    LEFT JOIN code_bindings l ON l.id = (
+        SELECT id FROM code_bindings WHERE code_id = c.id ORDER BY attached DESC, id DESC LIMIT 1)
+    LEFT JOIN profiles lp ON lp.id = l.profile_pk
+    LEFT JOIN code_bindings o ON o.code_id = c.id AND o.profile_pk = CAST($3 AS BIGINT)
+    LEFT JOIN profiles op ON op.id = o.profile_pk
+    WHERE c.program_id = $1 AND c.code_key = $2
 """
+
 
 # Profile lookups, one per matching mode. `email` and `email_profile` read the same field: this server keeps no
 # separate subscriptions, so "profile email or email subscription" and "profile email only" coincide.
@@ -486,28 +510,38 @@ class Store(ABC):
 
     @operation
     async def delete_profile(self, conn: Connection, profile_pk: int, force: bool) -> bool:
-        """Delete a profile (True), or refuse while it holds codes (False).
+        """Delete a profile (True), or refuse while it holds codes (False); with ``force``, refuse only while it
+        holds activated codes.
 
-        Without ``force`` the ``DELETE`` carries "holds no code" as its condition. With it,
-        the profile's bindings go first and each code's ``attached_count`` drops in the same transaction, so
-        personal codes return to the pool consistently. Lock: the profile row first (``lock_for_delete``), which
+        Without ``force`` the ``DELETE`` carries "holds no code" as its condition. With it, the profile's
+        unactivated bindings go first and each code's ``attached_count`` drops in the same transaction, so personal
+        codes return to the pool consistently. Lock: the profile row first (``lock_for_delete``), which
         waits for attaches in flight (their binding's foreign key holds the row); the condition is then judged on a
         fresh snapshot, so such an attach makes the delete refuse instead of failing on the foreign key."""
-        async with conn.transaction():
-            await conn.fetchval(f"SELECT id FROM profiles WHERE id = $1{conn.lock_for_delete}", profile_pk)
-            if force:
-                await conn.fetch(
-                    "UPDATE codes SET attached_count = attached_count - 1 "
-                    "WHERE id IN (SELECT code_id FROM code_bindings WHERE profile_pk = $1) RETURNING id",
+        try:
+            async with conn.transaction():
+                await conn.fetchval(f"SELECT id FROM profiles WHERE id = $1{conn.lock_for_delete}", profile_pk)
+                if force:
+                    # Only bindings that were never activated go: a redeemed code is a record and never returns
+                    # to the pool (spec 8.5.7), so a profile holding one stays, force or not.
+                    await conn.fetch(
+                        "UPDATE codes SET attached_count = attached_count - 1 WHERE id IN ("
+                        "  SELECT code_id FROM code_bindings WHERE profile_pk = $1 AND activated IS NULL) RETURNING id",
+                        profile_pk,
+                    )
+                    await conn.fetch(
+                        "DELETE FROM code_bindings WHERE profile_pk = $1 AND activated IS NULL RETURNING id", profile_pk
+                    )
+                deleted = await conn.fetchval(
+                    "DELETE FROM profiles WHERE id = $1 AND NOT EXISTS ("
+                    "  SELECT 1 FROM code_bindings WHERE profile_pk = $1) RETURNING id",
                     profile_pk,
                 )
-                await conn.fetch("DELETE FROM code_bindings WHERE profile_pk = $1 RETURNING id", profile_pk)
-            deleted = await conn.fetchval(
-                "DELETE FROM profiles WHERE id = $1 AND NOT EXISTS ("
-                "  SELECT 1 FROM code_bindings WHERE profile_pk = $1) RETURNING id",
-                profile_pk,
-            )
-            return deleted is not None
+                if deleted is None:
+                    raise _Rollback(Outcome.ALREADY_ACTIVATED)  # refused: the released bindings come back too
+                return True
+        except _Rollback:
+            return False
 
     # --- codes ------------------------------------------------------------------------------------------------
 
@@ -526,6 +560,8 @@ class Store(ABC):
                 "UPDATE programs SET code_count = code_count WHERE id = $1 RETURNING code_count, codes_limit",
                 program_id,
             )
+            if program is None:  # deleted since the service looked it up
+                raise NotFound(f"Program {program_id} not found")
             limit = program["codes_limit"]
             room = None if limit is None else max(0, limit - program["code_count"])
             created = to_micros(now)
@@ -552,8 +588,7 @@ class Store(ABC):
     async def code_state(
         self, conn: Connection, program_id: int, key: str, profile_pk: int | None = None
     ) -> CodeState | None:
-        async with conn.transaction():
-            return await _code_state(conn, program_id, key, profile_pk)
+        return await _code_state(conn, program_id, key, profile_pk)
 
     @operation
     async def activate(
@@ -659,6 +694,8 @@ class Store(ABC):
         program = await conn.fetchrow(
             "UPDATE programs SET code_count = code_count WHERE id = $1 RETURNING code_count, codes_limit", program_id
         )
+        if program is None:  # deleted since the service looked it up
+            raise NotFound(f"Program {program_id} not found")
         if program["codes_limit"] is not None and program["code_count"] >= program["codes_limit"]:
             return Outcome.LIMIT_REACHED
         if await conn.insert_codes(program_id, [(code, key)], at):
@@ -783,37 +820,22 @@ async def _bind(conn: Connection, code_id: int, profile_pk: int, at: int) -> Non
 
 
 async def _code_state(conn: Connection, program_id: int, key: str, profile_pk: int | None) -> CodeState | None:
-    code = await conn.fetchrow(
-        "SELECT id, code, program_id, created, expire_date, attached_count FROM codes "
-        "WHERE program_id = $1 AND code_key = $2",
-        program_id,
-        key,
-    )
-    if code is None:
+    """The code with its latest binding and, when ``profile_pk`` is given, that profile's binding: ONE statement,
+    so the parts are read from one snapshot without a transaction around them."""
+    row = await conn.fetchrow(_CODE_STATE, program_id, key, profile_pk)
+    if row is None:
         return None
-    code_id = code["id"]
-    totals = await conn.fetchrow(
-        "SELECT count(activated) AS activated_count, max(activated) AS last_activated "
-        "FROM code_bindings WHERE code_id = $1",
-        code_id,
-    )
-    latest = await conn.fetchrow(
-        f"{_BINDING_SELECT} WHERE b.code_id = $1 ORDER BY b.attached DESC, b.id DESC LIMIT 1", code_id
-    )
-    own = None
-    if profile_pk is not None:
-        own = await conn.fetchrow(f"{_BINDING_SELECT} WHERE b.code_id = $1 AND b.profile_pk = $2", code_id, profile_pk)
     return CodeState(
-        id=code_id,
-        code=code["code"],
-        program_id=code["program_id"],
-        created=_time(code["created"]),
-        expire_date=from_micros(code["expire_date"]),
-        attached_count=code["attached_count"],
-        activated_count=int(totals["activated_count"]),
-        last_activated=from_micros(totals["last_activated"]),
-        latest=_binding(latest),
-        own=_binding(own),
+        id=row["id"],
+        code=row["code"],
+        program_id=row["program_id"],
+        created=_time(row["created"]),
+        expire_date=from_micros(row["expire_date"]),
+        attached_count=row["attached_count"],
+        activated_count=int(row["activated_count"]),
+        last_activated=from_micros(row["last_activated"]),
+        latest=_binding(row, "latest"),
+        own=_binding(row, "own"),
     )
 
 

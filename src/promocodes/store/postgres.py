@@ -15,7 +15,7 @@ import asyncpg
 
 from promocodes.domain.times import to_micros, utcnow
 from promocodes.errors import StorageUnavailable
-from promocodes.store.base import Connection, Row, Store
+from promocodes.store.base import Connection, Row, Store, vanished
 from promocodes.store.migrations import CREATE_VERSIONS_TABLE, migration_files
 
 T = TypeVar("T")
@@ -96,6 +96,8 @@ class PostgresStore(Store):
                 return await work(PostgresConnection(raw))
         except _UNAVAILABLE as error:
             raise StorageUnavailable(f"PostgreSQL: {error}") from error
+        except asyncpg.ForeignKeyViolationError as error:
+            raise vanished() from error
 
     async def migrate(self) -> list[str]:
         async def apply(conn: Connection) -> list[str]:

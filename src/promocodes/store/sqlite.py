@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from promocodes.domain.times import to_micros, utcnow
 from promocodes.errors import StorageUnavailable
-from promocodes.store.base import Connection, Row, Store
+from promocodes.store.base import Connection, Row, Store, vanished
 from promocodes.store.migrations import CREATE_VERSIONS_TABLE, migration_files
 
 T = TypeVar("T")
@@ -136,6 +136,10 @@ class SqliteStore(Store):
                 # "database is locked" after busy_timeout, "unable to open", "disk I/O error": the storage is
                 # unavailable right now, and the transaction was rolled back, so a retry is safe.
                 raise StorageUnavailable(f"SQLite: {error}") from error
+            except sqlite3.IntegrityError as error:
+                if "FOREIGN KEY" not in str(error):
+                    raise
+                raise vanished() from error
 
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(guarded(), self._loop))
 
