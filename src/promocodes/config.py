@@ -18,6 +18,8 @@ class Settings:
     rate_limit: int = 0
     #: PostgreSQL connections per worker
     pool_size: int = 10
+    #: how long a worker trusts a token it has checked; a revocation reaches other workers within this time
+    token_cache_seconds: int = 2
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -27,6 +29,7 @@ class Settings:
             max_body_bytes=_int(env, "PROMOCODES_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             rate_limit=_int(env, "PROMOCODES_RATE_LIMIT", 0),
             pool_size=_int(env, "PROMOCODES_POOL_SIZE", 10),
+            token_cache_seconds=_int(env, "PROMOCODES_TOKEN_CACHE_SECONDS", 2),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -36,6 +39,7 @@ class Settings:
             "PROMOCODES_MAX_BODY_BYTES": str(self.max_body_bytes),
             "PROMOCODES_RATE_LIMIT": str(self.rate_limit),
             "PROMOCODES_POOL_SIZE": str(self.pool_size),
+            "PROMOCODES_TOKEN_CACHE_SECONDS": str(self.token_cache_seconds),
         }
 
 

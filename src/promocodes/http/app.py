@@ -27,7 +27,7 @@ from promocodes.http.ratelimit import RateLimiter
 from promocodes.http.responses import choose_format, failure, success, unexpected
 from promocodes.http.routes import METHODS, Method
 from promocodes.service import Services
-from promocodes.service.auth import authenticate, authorize
+from promocodes.service.auth import authorize
 from promocodes.store import Store, open_store
 
 
@@ -102,7 +102,7 @@ class Api:
                     or (body_token if isinstance(body_token, str) else None)
                     or request.query_params.get("token")
                 )
-                principal = await authenticate(self.services.store, token)
+                principal = await self.services.authenticator.authenticate(token)
                 self.limiter.check(str(token))
                 authorize(principal, method.capability)
                 typed = _convert(params, method.request)
@@ -135,7 +135,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     """The ASGI application. ``promocodes serve`` migrates before starting workers; tests pass ``migrate=True``."""
     settings = settings or Settings.from_env()
     store = store or open_store(settings.database_url, settings.pool_size)
-    api = Api(Services(store), settings, RateLimiter(settings.rate_limit))
+    api = Api(Services(store, settings.token_cache_seconds), settings, RateLimiter(settings.rate_limit))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

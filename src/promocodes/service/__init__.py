@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from promocodes.service.auth import Authenticator
 from promocodes.service.profiles import ProfileService
 from promocodes.service.programs import ProgramService
 from promocodes.service.promocodes import PromocodeService
@@ -12,9 +13,10 @@ from promocodes.store import Store
 class Services:
     """Everything the http layer and the command line call, wired to one store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, token_cache_seconds: float = 2.0) -> None:
         self.store = store
+        self.authenticator = Authenticator(store, token_cache_seconds)
         self.programs = ProgramService(store)
         self.profiles = ProfileService(store)
         self.promocodes = PromocodeService(store, self.programs, self.profiles)
-        self.tokens = TokenService(store)
+        self.tokens = TokenService(store, self.authenticator)

@@ -6,7 +6,7 @@ from promocodes.domain.times import format_rfc3339, utcnow
 from promocodes.errors import BadRequest, NotFound
 from promocodes.models import Principal, Role, TokenInfo
 from promocodes.schemas import TokenCreate, TokenRevoke, TokenView
-from promocodes.service.auth import new_token, token_hash
+from promocodes.service.auth import Authenticator, new_token, token_hash
 from promocodes.store import Store
 
 
@@ -24,8 +24,9 @@ def token_view(info: TokenInfo, token: str | None = None) -> TokenView:
 
 
 class TokenService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, authenticator: Authenticator) -> None:
         self.store = store
+        self.authenticator = authenticator
 
     async def issue(self, account_name: str, role: Role, name: str = "") -> TokenView:
         """For the command line: create the account if it does not exist, then a token for it."""
@@ -49,4 +50,5 @@ class TokenService:
         info = await self.store.revoke_token(principal.account_id, request.id, utcnow())
         if info is None:
             raise NotFound(f"Token {request.id} not found")
+        self.authenticator.forget()
         return token_view(info)

@@ -1,8 +1,9 @@
 """The storage interface, with the SQL both adapters share.
 
-Every public coroutine of :class:`Store` is one whole operation in one transaction: the service never holds a
-transaction open across its own code. That keeps locks short, and it lets the SQLite adapter run each operation
-on its own database thread (see ``promocodes.store.sqlite``) while PostgreSQL runs it on a pooled connection.
+Every public coroutine of :class:`Store` is one whole operation, in one transaction (or one single statement, which
+is atomic by itself): the service never holds a transaction open across its own code. That keeps locks short, and
+it lets the SQLite adapter run each operation on its own database thread (see ``promocodes.store.sqlite``) while
+PostgreSQL runs it on a pooled connection.
 
 The statements are written once, in PostgreSQL's ``$n`` style; the SQLite connection rewrites ``$n`` to ``?n``.
 Times are integer microseconds (``promocodes.domain.times``) and booleans are read back through ``bool()``, so
@@ -600,9 +601,10 @@ class Store(ABC):
         Lock: the ``UPDATE`` row lock. Two concurrent activations both find the binding, but the second waits on
         the first's row lock and then re-checks ``activated IS NULL`` against the committed row (PostgreSQL's READ
         COMMITTED re-evaluation; on SQLite write transactions are serial), so exactly one of them matches.
+        No transaction around it: a single statement is atomic on its own, and the read that explains a refusal
+        changes nothing.
         """
-        async with conn.transaction():
-            return await _activate(conn, program_id, key, profile_pk, to_micros(now))
+        return await _activate(conn, program_id, key, profile_pk, to_micros(now))
 
     @operation
     async def update_code(
