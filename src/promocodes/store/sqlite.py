@@ -5,15 +5,22 @@ private event loop. The shared operations of :class:`~promocodes.store.base.Stor
 their awaits on SQLite return at once (the calls are synchronous), so an operation costs one hop between threads,
 never blocks the server's event loop, and never interleaves with another operation of this process.
 
+Group commit: the operations that arrive while the thread is busy run together in ONE transaction, each inside its
+own savepoint (a failed operation rolls back to its savepoint and leaves the others alone), and the group commits
+once. No caller hears back before that commit, so durability is the same as one transaction per operation, while
+the costly part of a commit (the fsync of ``synchronous=FULL``) is paid once per group instead of once per
+operation. An operation's own ``transaction()`` is a nested savepoint.
+
 Across processes (``serve --workers N``) the file is shared. WAL mode lets readers proceed beside the single
-writer; every write transaction starts with ``BEGIN IMMEDIATE``, taking SQLite's write lock up front, so two
-processes' conditional updates are serial; ``busy_timeout`` makes a writer wait for the lock instead of failing.
+writer; every group starts with ``BEGIN IMMEDIATE``, taking SQLite's write lock up front, so two processes'
+conditional updates are serial; ``busy_timeout`` makes a writer wait for the lock instead of failing.
 ``synchronous=FULL`` makes each commit durable before the answer goes out: an acknowledged write is not lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import re
 import sqlite3
@@ -31,6 +38,7 @@ from promocodes.store.migrations import CREATE_VERSIONS_TABLE, migration_files
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000
+MAX_GROUP = 256  # operations per group commit: bounds one transaction's size and a group's latency
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
@@ -63,15 +71,15 @@ class SqliteConnection:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        # BEGIN IMMEDIATE: take the write lock now, not at the first write, so a transaction never has to give up
-        # half-way because another process started writing after it read.
-        self._raw.execute("BEGIN IMMEDIATE")
+        # Always nested: every operation already runs in the group's BEGIN IMMEDIATE, inside its own savepoint.
+        self._raw.execute("SAVEPOINT tx")
         try:
             yield
         except BaseException:
-            self._raw.execute("ROLLBACK")
+            self._raw.execute("ROLLBACK TO tx")
+            self._raw.execute("RELEASE tx")
             raise
-        self._raw.execute("COMMIT")
+        self._raw.execute("RELEASE tx")
 
     async def insert_codes(self, program_id: int, rows: Sequence[tuple[str, str]], created: int) -> set[str]:
         cursor = self._raw.cursor()
@@ -93,6 +101,8 @@ class SqliteStore(Store):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._raw: sqlite3.Connection | None = None
+        self._pending: list[tuple[Callable[[Connection], Awaitable[Any]], concurrent.futures.Future[Any]]] = []
+        self._flush_scheduled = False
 
     async def open(self) -> None:
         loop = asyncio.new_event_loop()
@@ -127,28 +137,72 @@ class SqliteStore(Store):
             self._raw = None
 
     async def _on_thread(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` alone on the database thread (connect, disconnect, migrate), outside any group."""
         assert self._loop is not None, "the store is not open"
 
         async def guarded() -> T:
             try:
                 return await work()
-            except sqlite3.OperationalError as error:
-                # "database is locked" after busy_timeout, "unable to open", "disk I/O error": the storage is
-                # unavailable right now, and the transaction was rolled back, so a retry is safe.
-                raise StorageUnavailable(f"SQLite: {error}") from error
-            except sqlite3.IntegrityError as error:
-                if "FOREIGN KEY" not in str(error):
-                    raise
-                raise vanished() from error
+            except sqlite3.Error as error:
+                raise _storage_error(error) from error
 
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(guarded(), self._loop))
 
     async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
-        async def with_connection() -> T:
-            assert self._raw is not None, "the store is not open"
-            return await work(SqliteConnection(self._raw))
+        assert self._loop is not None, "the store is not open"
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._loop.call_soon_threadsafe(self._enqueue, work, future)
+        return await asyncio.wrap_future(future)
 
-        return await self._on_thread(with_connection)
+    def _enqueue(self, work: Callable[[Connection], Awaitable[Any]], future: concurrent.futures.Future[Any]) -> None:
+        """On the database thread: queue the operation; the first one queued schedules the group's flush, and
+        everything that arrives before that flush runs (or while the previous one commits) joins the group."""
+        self._pending.append((work, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+        self._flush_scheduled = False
+        if self._pending:  # more than one group's worth: the rest goes next
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.create_task(self._flush())
+        live = [(work, future) for work, future in batch if future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        raw = self._raw
+        assert raw is not None, "the store is not open"
+        answers: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            for work, future in live:
+                raw.execute("SAVEPOINT operation")
+                try:
+                    value = await work(SqliteConnection(raw))
+                except Exception as error:
+                    raw.execute("ROLLBACK TO operation")
+                    raw.execute("RELEASE operation")
+                    answers.append((future, False, _storage_error(error)))
+                else:
+                    raw.execute("RELEASE operation")
+                    answers.append((future, True, value))
+            raw.execute("COMMIT")
+        except sqlite3.Error as error:  # the lock, the savepoints or the commit failed: the whole group is undone
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            failure = _storage_error(error)
+            for _, future in live:
+                future.set_exception(failure)
+            return
+        # Only now, after the commit, does any caller hear back.
+        for future, succeeded, value in answers:
+            if succeeded:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
     async def migrate(self) -> list[str]:
         async def apply() -> list[str]:
@@ -178,6 +232,17 @@ class SqliteStore(Store):
             return applied_now
 
         return await self._on_thread(apply)
+
+
+def _storage_error(error: BaseException) -> BaseException:
+    """The error a caller sees for a failure inside an operation."""
+    if isinstance(error, sqlite3.OperationalError):
+        # "database is locked" after busy_timeout, "unable to open", "disk I/O error": the storage is unavailable
+        # right now, and the work was rolled back, so a retry is safe.
+        return StorageUnavailable(f"SQLite: {error}")
+    if isinstance(error, sqlite3.IntegrityError) and "FOREIGN KEY" in str(error):
+        return vanished()
+    return error
 
 
 def _statements(script: str) -> list[str]:
