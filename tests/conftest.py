@@ -24,6 +24,22 @@ from promocodes.models import Role
 from promocodes.service import Services
 from promocodes.store import Store, open_store
 
+# `get`'s data keys in the documented order (spec 3.2); the last two only while the code is bound.
+GET_KEYS = [
+    "created",
+    "is_attached",
+    "is_activated",
+    "is_expired",
+    "attached",
+    "activated",
+    "expired",
+    "expire_date",
+    "loyalty_id",
+    "code",
+    "database_id",
+    "profile_id",
+]
+
 POSTGRES_ADMIN_URL = os.environ.get("PROMOCODES_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ("sqlite", "postgres")
 _TABLES = "code_bindings, codes, profile_fields, profile_phones, profiles, databases, programs, tokens, accounts"

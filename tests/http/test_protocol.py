@@ -22,23 +22,9 @@ from promocodes.config import Settings
 from promocodes.http.app import create_app
 from promocodes.models import Role
 from promocodes.store import sqlite_path
-from tests.conftest import Api, issue_token
+from tests.conftest import GET_KEYS, Api, issue_token
 
 SUCCESS = "Successful operation"
-GET_KEYS = [
-    "created",
-    "is_attached",
-    "is_activated",
-    "is_expired",
-    "attached",
-    "activated",
-    "expired",
-    "expire_date",
-    "loyalty_id",
-    "code",
-    "database_id",
-    "profile_id",
-]
 FUTURE = "2999-01-01T00:00:00Z"
 PAST = "2000-01-01T00:00:00Z"
 

@@ -96,6 +96,14 @@ async def services(database_url: str, migrate: bool = True) -> AsyncIterator[Ser
         await store.close()
 
 
+async def account_admin(svc: Services, account: str) -> Principal:
+    """The administrator of an existing account."""
+    account_id = await svc.store.find_account(account)
+    if account_id is None:
+        raise NotFound(f"Account {account!r} not found")
+    return Principal(account_id=account_id, role=Role.ADMIN)
+
+
 async def program_admin(svc: Services, program_id: int) -> Principal:
     """The administrator of whichever account owns the program."""
     account_id = await svc.store.program_account(program_id)
@@ -196,10 +204,7 @@ async def token_create(
 async def token_list(account: Account = "default", database_url: DatabaseUrl = DEFAULT_DATABASE_URL) -> None:
     """List an account's tokens (never the tokens themselves: only their hashes are stored)."""
     async with services(database_url) as svc:
-        account_id = await svc.store.find_account(account)
-        if account_id is None:
-            raise NotFound(f"Account {account!r} not found")
-        tokens = await svc.tokens.list(Principal(account_id=account_id, role=Role.ADMIN))
+        tokens = await svc.tokens.list(await account_admin(svc, account))
     table = Table("id", "role", "name", "created", "revoked")
     for view in tokens:
         table.add_row(str(view.id), view.role, view.name, view.created, view.revoked)
@@ -245,10 +250,7 @@ async def program_create(
 async def program_list(account: Account = "default", database_url: DatabaseUrl = DEFAULT_DATABASE_URL) -> None:
     """List an account's programs with their code counts."""
     async with services(database_url) as svc:
-        account_id = await svc.store.find_account(account)
-        if account_id is None:
-            raise NotFound(f"Account {account!r} not found")
-        principal = Principal(account_id=account_id, role=Role.ADMIN)
+        principal = await account_admin(svc, account)
         views = [
             await svc.programs.get(principal, ProgramRef(loyalty_id=p.id)) for p in await svc.programs.list(principal)
         ]
