@@ -714,7 +714,7 @@ class Store(ABC):
 
         Locks:
         - the program row (``share_row``), as in :meth:`attach_code`;
-        - the profile row (``SELECT … FOR UPDATE`` on PostgreSQL), held to commit, so that with
+        - the profile row (``lock_row``: ``FOR NO KEY UPDATE`` on PostgreSQL), held to commit, so that with
           ``one_per_profile`` two concurrent attaches for one profile run one after the other and the second
           sees the first's code instead of taking another;
         - the picked code: ``SELECT … FOR UPDATE SKIP LOCKED`` inside the claiming ``UPDATE``. Concurrent
