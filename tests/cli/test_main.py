@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,12 @@ def test_first_start_creates_one_admin_token(database_url: str) -> None:
     token = asyncio.run(_prepare(settings))
     assert token is not None and principal_exists(database_url, token)
     assert asyncio.run(_prepare(settings)) is None  # not on later starts: the first token is still there
+
+
+def test_serve_on_a_busy_port_is_one_clear_line(database_url: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        code, out, err = run(database_url, "serve", "--port", str(port))
+    assert code == 1
+    assert f"Cannot listen on 127.0.0.1:{port}" in err
+    assert "Traceback" not in out + err

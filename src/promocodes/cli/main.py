@@ -10,6 +10,7 @@ import asyncio
 import csv
 import functools
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
@@ -130,6 +131,7 @@ def serve(
 ) -> None:
     """Migrate the database, then serve the API. On a database without tokens, print a ready admin token."""
     settings = Settings(database_url=database_url, max_body_bytes=max_body_bytes, rate_limit=rate_limit)
+    _check_port(host, port)
     token = command(_prepare)(settings)
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     if token:
@@ -157,6 +159,15 @@ def serve(
         log_level="warning",
         server_header=False,
     )
+
+
+def _check_port(host: str, port: int) -> None:
+    """Say so in one line, before migrating anything, when the address cannot be listened on."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as error:
+        raise fail(f"Cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
 async def _prepare(settings: Settings) -> str | None:
