@@ -293,6 +293,16 @@ async def test_delete_program_refused_while_a_code_is_attached(store: Store) -> 
     assert state.attached_count == 1
 
 
+async def test_update_only_if_empty_is_refused_while_the_program_holds_codes(store: Store) -> None:
+    created = await program(store)
+    assert await store.update_program(created.account_id, created.id, {"case_sensitive": False}, True) is not None
+    await add_codes(store, created.id, "A")
+    refused = await store.update_program(created.account_id, created.id, {"case_sensitive": True}, True)
+    assert refused is False
+    unchanged = await store.get_program(created.account_id, created.id)
+    assert unchanged is not None and unchanged.case_sensitive is False
+
+
 async def test_delete_program_with_force(store: Store) -> None:
     owner, program_id, db_id = await world(store, "A", "B")
     holder = await profile(store, db_id, "ann@example.org")

@@ -108,14 +108,14 @@ class ProgramService:
         program = await self.program(principal, request.loyalty_id)
         current = {name: getattr(program, name) for name in PROGRAM_SETTINGS}
         _check({**current, **changes})
-        if "case_sensitive" in changes and changes["case_sensitive"] != program.case_sensitive:
-            # Stored comparison keys were made under the old setting; changing it would strand existing codes.
-            stats = await self.store.program_stats(program.id, utcnow())
-            if stats.total:
-                raise Conflict("`case_sensitive` cannot change while the program holds codes")
-        updated = await self.store.update_program(principal.account_id, program.id, changes)
+        # Stored comparison keys were made under the old setting: changing it would strand existing codes, so
+        # it may change only while the program is empty (checked by the store, atomically with the update).
+        only_if_empty = "case_sensitive" in changes and changes["case_sensitive"] != program.case_sensitive
+        updated = await self.store.update_program(principal.account_id, program.id, changes, only_if_empty)
         if updated is None:
             raise NotFound(f"Program {request.loyalty_id} not found")
+        if updated is False:
+            raise Conflict("`case_sensitive` cannot change while the program holds codes")
         return program_view(updated)
 
     async def delete(self, principal: Principal, request: ProgramDelete) -> None:

@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
@@ -339,12 +339,28 @@ class Store(ABC):
 
     @operation
     async def update_program(
-        self, conn: Connection, account_id: int, program_id: int, changes: Mapping[str, Any]
-    ) -> Program | None:
+        self,
+        conn: Connection,
+        account_id: int,
+        program_id: int,
+        changes: Mapping[str, Any],
+        only_if_empty: bool = False,
+    ) -> Program | Literal[False] | None:
+        """Apply the changes; None when the account has no such program; False when ``only_if_empty`` and the
+        program holds codes.
+
+        Lock: with ``only_if_empty``, the program row first (``lock_for_delete``), which waits for imports in flight
+        (they hold the row until commit); the emptiness check then reads a fresh snapshot, so an import either
+        lands first (and the update is refused) or runs after it, under the new setting.
+        """
         # Column names come only from the fixed PROGRAM_SETTINGS list, never from the request.
         names = [name for name in PROGRAM_SETTINGS if name in changes]
         assignments = ", ".join(f"{name} = ${index}" for index, name in enumerate(names, start=3))
         async with conn.transaction():
+            if only_if_empty:
+                await conn.fetchval(f"SELECT id FROM programs WHERE id = $1{conn.lock_for_delete}", program_id)
+                if await conn.fetchval("SELECT 1 FROM codes WHERE program_id = $1 LIMIT 1", program_id):
+                    return False
             row = await conn.fetchrow(
                 f"UPDATE programs SET {assignments} WHERE id = $1 AND account_id = $2 RETURNING {_PROGRAM_COLUMNS}",
                 program_id,
