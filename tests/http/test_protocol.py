@@ -493,7 +493,9 @@ def test_api_errors_travel_on_http_200(api: Api) -> None:
     assert error_of(post_json(api, "promocodes/get", {"loyalty_id": loyalty_id}, token=None), 200)[0] == 401
 
 
-@pytest.mark.parametrize("path", ["/api/v1.1/promocodes/nope", "/api/v1.1/promocodes", "/elsewhere"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1.1/promocodes/nope", "/api/v1.1/promocodes", "/elsewhere", "/api/v1.1/promocodes/get/"]
+)
 def test_an_unknown_path_is_http_404_in_the_envelope(api: Api, path: str) -> None:
     response = api.client.post(path, json={"token": api.token})
     assert error_of(response, 404)[0] == 404

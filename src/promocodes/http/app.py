@@ -149,8 +149,11 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
 
     routes = [Route(method.path, api.endpoint(method), methods=["POST"]) for method in METHODS]
     routes.append(Route("/healthz", _health, methods=["GET"]))
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
     )
+    # `/get/` is an unknown method (404 in the envelope), not a redirect an API client would not follow with a body.
+    app.router.redirect_slashes = False
+    return app
