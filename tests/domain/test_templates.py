@@ -83,20 +83,3 @@ def test_template_with_a_lone_trailing_escape_is_refused(template: str) -> None:
 
 def test_pattern_is_kept() -> None:
     assert Template("SPRING-####").pattern == "SPRING-####"
-
-
-@pytest.mark.parametrize(
-    ("template", "allowed"),
-    [("###", 1), ("####", 10), ("@@@", 17), ("??????", 62**6 // 1000)],
-)
-def test_check_batch_allows_at_most_a_thousandth_of_the_key_space(template: str, allowed: int) -> None:
-    parsed = Template(template)
-    parsed.check_batch(1)  # within the limit: no error (a failure would raise)
-    parsed.check_batch(allowed)
-    with pytest.raises(BadRequest, match="thousandth"):
-        parsed.check_batch(allowed + 1)
-
-
-def test_check_batch_refuses_any_batch_from_a_tiny_key_space() -> None:
-    with pytest.raises(BadRequest):
-        Template("##").check_batch(1)

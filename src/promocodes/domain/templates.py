@@ -50,11 +50,3 @@ class Template:
     def generate(self) -> str:
         """One code, drawn from a cryptographic random source."""
         return "".join(secrets.choice(text) if is_placeholder else text for is_placeholder, text in self._parts)
-
-    def check_batch(self, count: int) -> None:
-        """Refuse batches larger than a thousandth of the key space, so generated codes stay hard to guess."""
-        if count * 1000 > self.key_space:
-            raise BadRequest(
-                f"Template {self.pattern!r} allows {self.key_space} codes; at most a thousandth of that "
-                f"({self.key_space // 1000}) may be generated"
-            )

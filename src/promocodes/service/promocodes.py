@@ -38,18 +38,22 @@ LIMIT_TEXT = "Program limit exceeded"
 GENERATION_ATTEMPTS = 16  # a template at most 1/1000 full collides this often with odds below 1e-48
 
 
+# The error each refused write reports (spec 8.2: 404 for a missing code, 409 for a forbidding state).
+_REFUSALS: dict[Outcome, tuple[type[PromocodeError], str]] = {
+    Outcome.NOT_ATTACHED: (Conflict, "Promo code is not attached to any profile"),
+    Outcome.ATTACHED_ELSEWHERE: (Conflict, "Promo code is attached to another profile"),
+    Outcome.SEVERAL_PROFILES: (Conflict, "Promo code is attached to several profiles and cannot be detached"),
+    Outcome.ALREADY_ACTIVATED: (Conflict, "Promo code already activated"),
+    Outcome.EXPIRED: (Conflict, "Promo code expired"),
+    Outcome.LIMIT_REACHED: (LimitExceeded, LIMIT_TEXT),
+}
+
+
 def _fail(outcome: Outcome, code: str, program_id: int) -> PromocodeError:
-    """The error a refused write reports (spec 8.2: 404 for a missing code, 409 for a forbidding state)."""
-    messages: dict[Outcome, PromocodeError] = {
-        Outcome.NO_CODE: NotFound(f"Promo code {code!r} not found in program {program_id}"),
-        Outcome.NOT_ATTACHED: Conflict("Promo code is not attached to any profile"),
-        Outcome.ATTACHED_ELSEWHERE: Conflict("Promo code is attached to another profile"),
-        Outcome.SEVERAL_PROFILES: Conflict("Promo code is attached to several profiles and cannot be detached"),
-        Outcome.ALREADY_ACTIVATED: Conflict("Promo code already activated"),
-        Outcome.EXPIRED: Conflict("Promo code expired"),
-        Outcome.LIMIT_REACHED: LimitExceeded(LIMIT_TEXT),
-    }
-    return messages[outcome]
+    if outcome is Outcome.NO_CODE:
+        return NotFound(f"Promo code {code!r} not found in program {program_id}")
+    error, text = _REFUSALS[outcome]
+    return error(text)
 
 
 class PromocodeService:
