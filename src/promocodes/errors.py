@@ -11,12 +11,16 @@ HTTP 200, transport failures keep a matching status). Exactly one place renders 
     ├── Forbidden                         403    200   the token's role may not do this
     ├── NotFound                          404    200   program, code, database, profile (or another account's)
     ├── Conflict                          409    200   the object's state forbids the operation
+    ├── RequestTimeout                    408    408   the body did not arrive within the body timeout
     ├── PayloadTooLarge                   413    413   body over the configured limit
     ├── RouteNotFound                     404    404   unknown path
     ├── MethodNotAllowed                  405    405   anything but POST
-    ├── RateLimited                       429    429   too many requests for one token
+    ├── RateLimited                       429    429   too many requests, or too many failed look-ups
     ├── InternalError                     500    500   a bug; the text never carries a stack trace
-    └── StorageUnavailable                503    503   the database cannot be reached; safe to retry
+    └── StorageUnavailable                503    503   the database did not answer in time, or the server is
+                                                       saturated; safe to retry
+
+429 and 503 carry ``retry_after`` (seconds), sent as the ``Retry-After`` header.
 
 A failed call changes nothing: the store raises or returns before committing, so an error never leaves a
 partial write behind.
@@ -31,9 +35,13 @@ class PromocodeError(Exception):
     code: int = 500
     http_status: int = 500
     default_text: str = "Internal error"
+    #: seconds after which a retry makes sense (the ``Retry-After`` header); None when the error does not pass
+    retry_after: int | None = None
 
-    def __init__(self, text: str | None = None) -> None:
+    def __init__(self, text: str | None = None, *, retry_after: int | None = None) -> None:
         self.text = text or self.default_text
+        if retry_after is not None:
+            self.retry_after = retry_after
         super().__init__(self.text)
 
 
@@ -61,6 +69,10 @@ class Conflict(PromocodeError):
     code, http_status, default_text = 409, 200, "Conflict"
 
 
+class RequestTimeout(PromocodeError):
+    code, http_status, default_text = 408, 408, "The request body did not arrive in time"
+
+
 class PayloadTooLarge(PromocodeError):
     code, http_status, default_text = 413, 413, "Request body is too large"
 
@@ -75,6 +87,7 @@ class MethodNotAllowed(PromocodeError):
 
 class RateLimited(PromocodeError):
     code, http_status, default_text = 429, 429, "Rate limit exceeded"
+    retry_after = 1
 
 
 class InternalError(PromocodeError):
@@ -83,3 +96,4 @@ class InternalError(PromocodeError):
 
 class StorageUnavailable(PromocodeError):
     code, http_status, default_text = 503, 503, "Storage unavailable, retry later"
+    retry_after = 1
