@@ -17,8 +17,8 @@ HTTP 200, transport failures keep a matching status). Exactly one place renders 
     ├── MethodNotAllowed                  405    405   anything but POST
     ├── RateLimited                       429    429   too many requests, or too many failed look-ups
     ├── InternalError                     500    500   a bug; the text never carries a stack trace
-    └── StorageUnavailable                503    503   the database did not answer in time, or the server is
-                                                       saturated; safe to retry
+    ├── StorageUnavailable                503    503   the database did not answer in time; safe to retry
+    └── ServerBusy                        503    503   too many request bodies in memory at once; safe to retry
 
 429 and 503 carry ``retry_after`` (seconds), sent as the ``Retry-After`` header.
 
@@ -96,4 +96,9 @@ class InternalError(PromocodeError):
 
 class StorageUnavailable(PromocodeError):
     code, http_status, default_text = 503, 503, "Storage unavailable, retry later"
+    retry_after = 1
+
+
+class ServerBusy(PromocodeError):
+    code, http_status, default_text = 503, 503, "The server is busy; retry later"
     retry_after = 1

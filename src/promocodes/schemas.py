@@ -23,6 +23,14 @@ INT64_MAX = 2**63 - 1
 Id = Annotated[int, Meta(ge=1, le=INT64_MAX)]
 Count = Annotated[int, Meta(ge=0, le=INT64_MAX)]
 
+# Text refuses control characters (Unicode category Cc: U+0000-U+001F, U+007F-U+009F). A NUL cannot be stored by
+# PostgreSQL at all and SQLite would keep it silently; refusing every Cc at the door makes both adapters answer the
+# same 400 naming the field. These two are the only patterns of the request structs, so the http layer turns
+# msgspec's "matching regex" message into "must not contain control characters".
+Text = Annotated[str, Meta(pattern="\\A[^\\x00-\\x1f\\x7f-\\x9f]*\\Z")]
+# A description is prose: tab, line feed and carriage return are allowed in it, the other control characters not.
+Prose = Annotated[str, Meta(pattern="\\A[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*\\Z")]
+
 
 class Request(msgspec.Struct, kw_only=True):
     """Base of the request structs."""
@@ -44,19 +52,19 @@ class ImportRequest(ProgramRef, kw_only=True):
 
 
 class CodeRequest(ProgramRef, kw_only=True):
-    code: str
+    code: Text
 
 
 class ProfileSelector(Request, kw_only=True):
     """The profile-matching fields of spec 2.8, shared by attach, detach, activate, update and the profile API."""
 
     db_id: Id | None = None
-    matching: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    profile_id: str | None = None
-    field_name: str | None = None
-    field_value: str | int | None = None
+    matching: Text | None = None
+    email: Text | None = None
+    phone: Text | None = None
+    profile_id: Text | None = None
+    field_name: Text | None = None
+    field_value: Text | int | None = None
 
     def names_a_profile(self) -> bool:
         return any(
@@ -67,24 +75,24 @@ class ProfileSelector(Request, kw_only=True):
 
 class ActivateRequest(ProfileSelector, kw_only=True):
     loyalty_id: Id
-    code: str
+    code: Text
 
 
 class UpdateRequest(ActivateRequest, kw_only=True):
     activated: bool | UnsetType = UNSET
-    expire_date: str | UnsetType | None = UNSET  # "" or null clears the expiry
+    expire_date: Text | UnsetType | None = UNSET  # "" or null clears the expiry
 
 
 class AttachRequest(ProfileSelector, kw_only=True):
     loyalty_id: Id
     db_id: Id
-    code: str | None = None
+    code: Text | None = None
 
 
 class DetachRequest(ProfileSelector, kw_only=True):
     loyalty_id: Id
     db_id: Id
-    code: str
+    code: Text
 
 
 # --- management API (spec 9.2) -----------------------------------------------------------------------------------
@@ -93,23 +101,23 @@ class DetachRequest(ProfileSelector, kw_only=True):
 class ProgramSettings(Request, kw_only=True):
     """Every setting of spec 8.4; UNSET means "not given" (create uses the defaults, update leaves it alone)."""
 
-    name: str | UnsetType = UNSET
-    short_name: str | UnsetType = UNSET
-    description: str | UnsetType = UNSET
+    name: Text | UnsetType = UNSET
+    short_name: Text | UnsetType = UNSET
+    description: Prose | UnsetType = UNSET
     active: bool | UnsetType = UNSET
-    valid_from: str | UnsetType | None = UNSET
-    valid_to: str | UnsetType | None = UNSET
+    valid_from: Text | UnsetType | None = UNSET
+    valid_to: Text | UnsetType | None = UNSET
     multiple_usage: bool | UnsetType = UNSET
     case_sensitive: bool | UnsetType = UNSET
     codes_limit: Count | UnsetType | None = UNSET
     create_on_attach: bool | UnsetType = UNSET
-    template: str | UnsetType | None = UNSET
+    template: Text | UnsetType | None = UNSET
     generate_on_attach: bool | UnsetType = UNSET
     one_code_per_profile: bool | UnsetType = UNSET
 
 
 class ProgramCreate(ProgramSettings, kw_only=True):
-    name: str
+    name: Text
 
 
 class ProgramUpdate(ProgramSettings, kw_only=True):
@@ -121,7 +129,7 @@ class ProgramDelete(ProgramRef, kw_only=True):
 
 
 class DatabaseCreate(Request, kw_only=True):
-    name: str
+    name: Text
 
 
 class ProfileRef(ProfileSelector, kw_only=True):
@@ -138,7 +146,7 @@ class ProfileDelete(ProfileRef, kw_only=True):
 
 class TokenCreate(Request, kw_only=True):
     role: Role
-    name: str = ""
+    name: Text = ""
 
 
 class TokenRevoke(Request, kw_only=True):

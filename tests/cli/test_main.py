@@ -171,3 +171,35 @@ def test_serve_on_a_busy_port_is_one_clear_line(database_url: str) -> None:
     assert code == 1
     assert f"Cannot listen on 127.0.0.1:{port}" in err
     assert "Traceback" not in out + err
+
+
+def test_serve_never_prints_the_database_password(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL here trusts local connections, so a URL with any password reaches it: the startup lines must
+    show the URL with the password masked."""
+    from promocodes.http import server
+
+    started: list[Settings] = []
+    monkeypatch.setattr(server, "run", lambda settings, *args: started.append(settings))
+    with_password = postgres_url.replace("postgres@", "postgres:s3cret-pw@", 1)
+    assert "s3cret-pw" in with_password
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    code, out, err = run(with_password, "serve", "--port", str(port))
+    assert code == 0, err
+    assert "s3cret-pw" not in out + err
+    assert "postgres:***@" in out
+    assert started and started[0].database_url == with_password  # the server itself still gets the real URL
+
+
+def test_serve_takes_every_setting_from_the_environment(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from promocodes.http import server
+
+    started: list[Settings] = []
+    monkeypatch.setattr(server, "run", lambda settings, *args: started.append(settings))
+    monkeypatch.setenv("PROMOCODES_POOL_SIZE", "50")
+    monkeypatch.setenv("PROMOCODES_DB_TIMEOUT", "0.5")
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    code, _, err = run(database_url, "serve", "--port", str(port))
+    assert code == 0, err
+    assert (started[0].pool_size, started[0].db_timeout) == (50, 0.5)

@@ -83,3 +83,21 @@ def test_template_with_a_lone_trailing_escape_is_refused(template: str) -> None:
 
 def test_pattern_is_kept() -> None:
     assert Template("SPRING-####").pattern == "SPRING-####"
+
+
+def test_a_template_of_255_characters_is_the_longest_allowed() -> None:
+    assert len(Template("#" * 255).generate()) == 255
+    assert len(Template("\\A" * 254 + "#").generate()) == 255  # an escape is one character of the code
+
+
+@pytest.mark.parametrize("template", ["#" * 256, "PROMO-" + "?" * 250, "#" * 1000])
+def test_a_template_whose_codes_exceed_255_characters_is_refused(template: str) -> None:
+    """A 1,000-character template used to store a code that no look-up could ever read or redeem."""
+    with pytest.raises(BadRequest, match="at most 255"):
+        Template(template)
+
+
+@pytest.mark.parametrize("template", [" ####", "#### ", "\\ ####"])
+def test_a_template_starting_or_ending_with_white_space_is_refused(template: str) -> None:
+    with pytest.raises(BadRequest, match="white space"):
+        Template(template)

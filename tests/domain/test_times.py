@@ -98,3 +98,19 @@ def test_micros_round_trip(moment: datetime) -> None:
 def test_micros_values() -> None:
     assert to_micros(datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=UTC)) == 1_000_005
     assert from_micros(None) is None
+
+
+@pytest.mark.parametrize(
+    "text", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-00:01"]
+)
+def test_parse_refuses_a_moment_outside_years_1_to_9999_in_utc(text: str) -> None:
+    """These strings are valid RFC 3339, but their UTC moment is not a date Python (or the storage) can hold:
+    they used to escape as an OverflowError, a 500."""
+    with pytest.raises(BadRequest, match="years 1 to 9999"):
+        parse_rfc3339(text, "expire_date")
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "0999-06-01T12:00:00Z"])
+def test_the_extreme_years_round_trip_through_storage_and_the_wire(text: str) -> None:
+    moment = parse_rfc3339(text, "expire_date")
+    assert format_rfc3339(from_micros(to_micros(moment))) == text  # year 1 is "0001", never "1"

@@ -39,7 +39,9 @@ class LiveServer:
         return httpx2.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {self.token}"},
-            limits=httpx2.Limits(max_connections=300, max_keepalive_connections=300),
+            # Idle connections are dropped by the client well before the server closes them (5 s), so a request never
+            # goes out on a connection the server is closing at that moment.
+            limits=httpx2.Limits(max_connections=300, max_keepalive_connections=300, keepalive_expiry=1.0),
             timeout=REQUEST_TIMEOUT,
             trust_env=False,
         )

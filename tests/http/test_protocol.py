@@ -456,9 +456,24 @@ def test_a_bad_count_is_error_400_and_creates_nothing(api: Api, value: Any) -> N
     [("application/json", '{"loyalty_id": 1,'), ("application/xml", "<xml><loyalty_id>1</loyalty_id>")],
     ids=["json", "xml"],
 )
-def test_an_unparseable_body_is_400_before_the_token_is_checked(api: Api, content_type: str, body: str) -> None:
+def test_an_unparseable_body_is_400_before_a_body_token_is_checked(api: Api, content_type: str, body: str) -> None:
     assert error_of(post(api, "promocodes/import", body, content_type=content_type, token=None))[0] == 400
-    assert error_of(post(api, "promocodes/import", body, content_type=content_type, token="pc_unknown"))[0] == 400
+    with_token = (
+        body.replace("{", '{"token": "pc_unknown", ') if body.startswith("{") else f"<xml><token>x</token>{body}"
+    )
+    assert error_of(post(api, "promocodes/import", with_token, content_type=content_type, token=None))[0] == 400
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [("application/json", '{"loyalty_id": 1,'), ("application/xml", "<xml><loyalty_id>1</loyalty_id>")],
+    ids=["json", "xml"],
+)
+def test_a_bad_token_outside_the_body_is_401_whatever_the_body(api: Api, content_type: str, body: str) -> None:
+    """A token in the header or the query string is checked before the body is read (docs/api.md#order-of-checks)."""
+    assert error_of(post(api, "promocodes/import", body, content_type=content_type, token="pc_unknown"))[0] == 401
+    answer = post(api, "promocodes/import", body, content_type=content_type, token=None, query="?token=pc_unknown")
+    assert error_of(answer)[0] == 401
 
 
 def test_a_missing_token_is_401_before_role_and_fields(api: Api) -> None:
@@ -790,3 +805,28 @@ def test_a_failed_detach_leaves_the_code_as_it_was(api: Api) -> None:
     )
     assert redeemed["error"] == 409
     assert snapshot(api, loyalty_id) == before
+
+
+def test_every_api_answer_forbids_caching_and_sniffing(api: Api) -> None:
+    """Answers carry codes and profiles: no browser or proxy may keep them, nor read them as another type."""
+    loyalty_id = setup_program(api, "A-1")
+    answers = [
+        post_json(api, "promocodes/get", {"loyalty_id": loyalty_id, "code": "A-1"}),  # success
+        post_json(api, "promocodes/get", {"loyalty_id": loyalty_id, "code": "NOPE"}),  # API error
+        post_json(api, "promocodes/export_all", {"loyalty_id": loyalty_id}),  # streamed
+        post_json(api, "promocodes/get", {}, token="pc_wrong"),  # refused before the body
+        post_json(api, "promocodes/no_such_method", {}),  # unknown path
+        api.client.get("/api/v1.1/promocodes/get"),  # wrong method
+    ]
+    for answer in answers:
+        assert answer.headers["cache-control"] == "no-store", answer.request.url
+        assert answer.headers["x-content-type-options"] == "nosniff", answer.request.url
+        assert "retry-after" not in answer.headers
+
+
+def test_429_carries_retry_after(database_url: str) -> None:
+    with running(database_url, rate_limit=1) as api:
+        answers = [post_json(api, "promocodes/programs/list", {}) for _ in range(5)]
+        limited = [answer for answer in answers if answer.status_code == 429]
+        assert limited, [answer.status_code for answer in answers]
+        assert all(int(answer.headers["retry-after"]) >= 1 for answer in limited)

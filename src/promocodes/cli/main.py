@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import functools
 import os
 import socket
@@ -23,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from promocodes.config import DEFAULT_DATABASE_URL, DEFAULT_MAX_BODY_BYTES, Settings
+from promocodes.config import DEFAULT_DATABASE_URL, DEFAULT_MAX_BODY_BYTES, Settings, mask_password
 from promocodes.domain.times import utcnow
 from promocodes.errors import NotFound, PromocodeError
 from promocodes.models import Principal, Role
@@ -129,8 +130,12 @@ def serve(
         int, typer.Option(envvar="PROMOCODES_RATE_LIMIT", min=0, help="Requests per second per token; 0 = off.")
     ] = 0,
 ) -> None:
-    """Migrate the database, then serve the API. On a database without tokens, print a ready admin token."""
-    settings = Settings(database_url=database_url, max_body_bytes=max_body_bytes, rate_limit=rate_limit)
+    """Migrate the database, then serve the API. On a database without tokens, print a ready admin token.
+
+    Every other setting comes from its PROMOCODES_* environment variable (see the README's settings table)."""
+    settings = dataclasses.replace(
+        Settings.from_env(), database_url=database_url, max_body_bytes=max_body_bytes, rate_limit=rate_limit
+    )
     _check_port(host, port)
     token = command(_prepare)(settings)
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -144,21 +149,11 @@ def serve(
             highlight=False,
             soft_wrap=True,
         )
-    out.print(f"Serving the promo-code API on {base} ({database_url})", highlight=False)
+    out.print(f"Serving the promo-code API on {base} ({mask_password(database_url)})", highlight=False)
     os.environ.update(settings.to_env())  # worker processes build their app from the environment
-    import uvicorn
+    from promocodes.http import server
 
-    uvicorn.run(
-        "promocodes.http.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        server_header=False,
-    )
+    server.run(settings, host, port, workers)
 
 
 def _check_port(host: str, port: int) -> None:

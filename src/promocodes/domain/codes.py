@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import unicodedata
+import re
 
 from promocodes.errors import BadRequest
 
 MAX_CODE_LENGTH = 255
+# Unicode category Cc is exactly these two ranges; one regex search runs in C, a per-character category lookup in
+# Python would cost seconds on the event loop for an import of a million codes.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Unicode White_Space. Python's str.strip() would also strip U+001C-U+001F: those are control characters to
 # refuse, not white space to strip.
 WHITE_SPACE = (
@@ -24,7 +27,7 @@ def clean_code(raw: str) -> str:
         raise BadRequest("Promo code is empty")
     if len(code) > MAX_CODE_LENGTH:
         raise BadRequest(f"Promo code is longer than {MAX_CODE_LENGTH} characters")
-    if any(unicodedata.category(char) == "Cc" for char in code):
+    if _CONTROL.search(code):
         raise BadRequest("Promo code contains a control character")
     return code
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 import string
 
+from promocodes.domain.codes import MAX_CODE_LENGTH, WHITE_SPACE
 from promocodes.errors import BadRequest
 
 _ALPHABETS = {
@@ -35,6 +36,16 @@ class Template:
             raise BadRequest("Template ends with a lone escape character `\\`")
         if not any(is_placeholder for is_placeholder, _ in parts):
             raise BadRequest("Template has no placeholder (`#`, `@` or `?`), so it can make only one code")
+        # Every part is one character of the code. A code longer than a code may be would be stored and then be
+        # unreachable: every look-up refuses it as too long.
+        if len(parts) > MAX_CODE_LENGTH:
+            raise BadRequest(
+                f"Template makes codes of {len(parts)} characters; a promo code has at most {MAX_CODE_LENGTH}"
+            )
+        # Look-ups strip surrounding white space from the code asked for, so a code that starts or ends with it
+        # could never be found again.
+        if parts[0][1].strip(WHITE_SPACE) == "" or parts[-1][1].strip(WHITE_SPACE) == "":
+            raise BadRequest("Template must not start or end with white space")
         self.pattern = pattern
         self._parts = parts
 

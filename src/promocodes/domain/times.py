@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from promocodes.errors import BadRequest
 
@@ -22,7 +22,8 @@ def format_rfc3339(moment: datetime | None) -> str:
     """``2025-03-01T09:30:00Z`` (whole seconds, as Altcraft shows them); ``""`` for a moment never set."""
     if moment is None:
         return ""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime("%Y"): the latter writes year 1 as "1", which no RFC 3339 parser reads back.
+    return moment.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def parse_rfc3339(text: str, field: str) -> datetime:
@@ -40,7 +41,11 @@ def parse_rfc3339(text: str, field: str) -> datetime:
         raise BadRequest(f"Field `{field}` is not an RFC 3339 date-time: {text!r}") from None
     if "T" not in candidate.upper() or moment.tzinfo is None:
         raise BadRequest(f"Field `{field}` must be an RFC 3339 date-time with an offset, e.g. 2025-03-01T09:30:00Z")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-14:00 is a valid string whose UTC moment lies past year 9999.
+        raise BadRequest(f"Field `{field}` lies outside the years 1 to 9999 once converted to UTC: {text!r}") from None
 
 
 def to_micros(moment: datetime) -> int:
@@ -52,4 +57,5 @@ def to_micros(moment: datetime) -> int:
 def from_micros(value: int | None) -> datetime | None:
     if value is None:
         return None
-    return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
+    # Arithmetic rather than fromtimestamp(), which some platforms refuse before 1970 or past 3000.
+    return _EPOCH + timedelta(microseconds=value)

@@ -1,8 +1,12 @@
-"""The Starlette application: one pipeline for every API method (spec 8.1.2's order of checks).
+"""The Starlette application: one pipeline for every API method (docs/api.md#order-of-checks).
 
-    read the body (413 past the limit) → decode JSON/XML/form (400) → choose the answer's format (400 if unknown)
-    → authenticate the token (401) → rate limit (429) → check the role (403) → convert to the typed request (400)
-    → the service (404, 409, ...) → encode the envelope
+    a token in the ``Authorization`` header or the query string is checked first (401, 429 after repeated
+    failures from one address), before a byte of the body is read
+    → read the body (413 past the size limit, 408 when it trickles, 503 when the worker holds too many bodies)
+    → decode JSON/XML/form (400; large bodies in a worker thread) → choose the answer's format (400 if unknown)
+    → authenticate a token sent in the body (401) → rate limit (429) → check the role (403)
+    → convert to the typed request (400) → failed look-up budget (429) → the service (404, 409, ...)
+    → encode the envelope
 
 Storage failures surface as 503 and bugs as a bare 500 — both in the envelope, never with a stack trace.
 """
@@ -15,20 +19,28 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from promocodes.config import Settings
-from promocodes.errors import BadRequest, MethodNotAllowed, PayloadTooLarge, PromocodeError, RouteNotFound
+from promocodes.errors import BadRequest, MethodNotAllowed, NotFound, PromocodeError, RouteNotFound, Unauthorized
+from promocodes.http.bodies import BodyBudget, read_body
 from promocodes.http.decoding import body_kind, decode_body, wrap_arrays
-from promocodes.http.ratelimit import RateLimiter
+from promocodes.http.ratelimit import FailureGuard, RateLimiter
 from promocodes.http.responses import choose_format, failure, success, unexpected
 from promocodes.http.routes import METHODS, Method
+from promocodes.models import Principal
+from promocodes.schemas import ImportResult
 from promocodes.service import Services
-from promocodes.service.auth import authorize
+from promocodes.service.auth import authorize, token_hash
+from promocodes.service.promocodes import IN_THREAD_ITEMS
 from promocodes.store import Store, open_store
+
+#: bodies larger than this are decoded in a worker thread, so that the event loop keeps serving other requests
+DECODE_IN_THREAD_BYTES = 64 * 1024
 
 
 def _fallback_format(request: Request) -> str:
@@ -37,19 +49,6 @@ def _fallback_format(request: Request) -> str:
         return choose_format(request.query_params.get("format"), request.headers.get("accept"))
     except BadRequest:
         return "json"
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` (declared or while streaming)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes")
-    return bytes(body)
 
 
 def _bearer(header: str | None) -> str | None:
@@ -71,49 +70,100 @@ def _field_message(text: str) -> str:
     if not separator:
         return text.replace("Object missing", "Missing")
     field = where.rstrip("`")
+    if "matching regex" in message:  # the only patterns of the request structs refuse control characters
+        return f"Field `{field}` must not contain control characters (such as NUL or escape)"
     return f"Field `{field}`: {message[:1].lower()}{message[1:]}"
+
+
+async def _decode(body: bytes, kind: str) -> dict[str, Any]:
+    if len(body) > DECODE_IN_THREAD_BYTES:
+        return await run_in_threadpool(decode_body, body, kind)
+    return decode_body(body, kind)
 
 
 class Api:
     """Runs the pipeline for one method. Built once per method at start-up."""
 
-    def __init__(self, services: Services, settings: Settings, limiter: RateLimiter) -> None:
+    def __init__(self, services: Services, settings: Settings) -> None:
         self.services = services
         self.settings = settings
-        self.limiter = limiter
+        self.limiter = RateLimiter(settings.rate_limit)
+        self.budget = BodyBudget(settings.body_memory_bytes, settings.body_memory_wait)
+        self.failed_auth = FailureGuard(settings.failed_auth_limit, settings.guard_window, "failed token checks")
+        self.failed_lookups = FailureGuard(settings.failed_lookup_limit, settings.guard_window, "failed look-ups")
+
+    async def authenticate(self, token: str | None, address: str) -> Principal:
+        """The token's principal. A token this worker checked recently costs nothing; any other costs a database
+        read, which an address that keeps sending bad tokens is refused (429) before it can cause."""
+        authenticator = self.services.authenticator
+        if token:
+            remembered = authenticator.remembered(token)
+            if remembered is not None:
+                return remembered
+        self.failed_auth.check(f"address:{address}")
+        try:
+            return await authenticator.authenticate(token)
+        except Unauthorized:
+            if token:  # a missing token costs no database read and guesses nothing
+                self.failed_auth.failed(f"address:{address}")
+            raise
 
     def endpoint(self, method: Method) -> Callable[[Request], Awaitable[Response]]:
         array_fields = method.array_fields
 
         async def handle(request: Request) -> Response:
             fmt = _fallback_format(request)
+            address = request.client.host if request.client else "unknown"
+            body_read = False
             try:
-                body = await _read_body(request, self.settings.max_body_bytes)
-                kind = body_kind(request.headers.get("content-type"), body)
-                params = decode_body(body, kind)
-                if kind != "json":
-                    wrap_arrays(params, array_fields)
-                fmt = choose_format(
-                    params.pop("format", None) or request.query_params.get("format"), request.headers.get("accept")
-                )
-                body_token = params.pop("token", None)
-                token = (
-                    _bearer(request.headers.get("authorization"))
-                    or (body_token if isinstance(body_token, str) else None)
-                    or request.query_params.get("token")
-                )
-                principal = await self.services.authenticator.authenticate(token)
-                self.limiter.check(str(token))
-                authorize(principal, method.capability)
-                typed = _convert(params, method.request)
-                result = await method.handler(self.services, principal, typed)
+                # A token outside the body is judged before the body is read: a bad one costs no memory.
+                outside = _bearer(request.headers.get("authorization")) or request.query_params.get("token")
+                principal = await self.authenticate(outside, address) if outside else None
+                async with self.budget.hold() as reservation:
+                    body = await read_body(
+                        request, self.settings.max_body_bytes, self.settings.body_timeout, reservation
+                    )
+                    body_read = True
+                    kind = body_kind(request.headers.get("content-type"), body)
+                    params = await _decode(body, kind)
+                    del body
+                    if kind != "json":
+                        wrap_arrays(params, array_fields)
+                    fmt = choose_format(
+                        params.pop("format", None) or request.query_params.get("format"), request.headers.get("accept")
+                    )
+                    body_token = params.pop("token", None)
+                    token = outside or (body_token if isinstance(body_token, str) else None)
+                    if principal is None:
+                        principal = await self.authenticate(token, address)
+                    self.limiter.check(token_hash(str(token)))
+                    authorize(principal, method.capability)
+                    typed = _convert(params, method.request)
+                    del params
+                    result = await self.run(method, principal, typed, address)
             except PromocodeError as error:
-                return failure(error, fmt)
+                # Answered without reading the whole body: the connection cannot carry another request.
+                return failure(error, fmt, None if body_read else {"Connection": "close"})
             except Exception as error:  # a bug: answer 500, keep the trace in the log
                 return unexpected(error, fmt)
+            if isinstance(result, ImportResult) and len(result.data) > IN_THREAD_ITEMS:
+                return await run_in_threadpool(success, result, fmt)  # encoding a million items takes a while
             return success(result, fmt)
 
         return handle
+
+    async def run(self, method: Method, principal: Principal, typed: Any, address: str) -> Any:
+        """The service call; a method that looks up a code by what the client sends counts its misses, so that
+        guessing codes (or programs) runs into 429 while every lookup that finds something goes through."""
+        if not method.guessable:
+            return await method.handler(self.services, principal, typed)
+        keys = (f"token:{principal.token_id}", f"address:{address}")
+        self.failed_lookups.check(*keys)
+        try:
+            return await method.handler(self.services, principal, typed)
+        except NotFound:
+            self.failed_lookups.failed(*keys)
+            raise
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -135,7 +185,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     """The ASGI application. ``promocodes serve`` migrates before starting workers; tests pass ``migrate=True``."""
     settings = settings or Settings.from_env()
     store = store or open_store(settings.database_url, settings.pool_size)
-    api = Api(Services(store, settings.token_cache_seconds), settings, RateLimiter(settings.rate_limit))
+    api = Api(Services(store, settings.token_cache_seconds), settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -156,4 +206,5 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     )
     # `/get/` is an unknown method (404 in the envelope), not a redirect an API client would not follow with a body.
     app.router.redirect_slashes = False
+    app.state.services = api.services  # for tests that look inside
     return app

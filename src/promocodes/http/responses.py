@@ -15,6 +15,9 @@ from promocodes.schemas import ImportResult
 logger = logging.getLogger("promocodes")
 
 FORMATS = ("json", "xml")
+#: on every API answer: nothing in it may be cached by a browser or a proxy (answers carry codes and profiles), and
+#: a browser must not guess another type than the one declared
+SAFETY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 def choose_format(requested: Any, accept: str | None) -> str:
@@ -36,7 +39,7 @@ def _media(fmt: str) -> str:
 
 def success(result: Any, fmt: str) -> Response:
     if isinstance(result, AsyncIterator):
-        return StreamingResponse(stream_list(result, fmt), media_type=_media(fmt))
+        return StreamingResponse(stream_list(result, fmt), media_type=_media(fmt), headers=SAFETY_HEADERS)
     if isinstance(result, ImportResult):
         payload = envelope(
             result.data,
@@ -46,16 +49,20 @@ def success(result: Any, fmt: str) -> Response:
         )
     else:
         payload = envelope(result)
-    return Response(encode(payload, fmt), media_type=_media(fmt))
+    return Response(encode(payload, fmt), media_type=_media(fmt), headers=SAFETY_HEADERS)
 
 
 def failure(error: PromocodeError, fmt: str, headers: dict[str, str] | None = None) -> Response:
-    """An error in the envelope, with the HTTP status the error travels with (200 for API-level errors)."""
+    """An error in the envelope, with the HTTP status the error travels with (200 for API-level errors), and
+    ``Retry-After`` when the error says when a retry makes sense (429, 503)."""
+    all_headers = {**SAFETY_HEADERS, **(headers or {})}
+    if error.retry_after is not None:
+        all_headers["Retry-After"] = str(error.retry_after)
     return Response(
         encode(envelope(None, error.code, error.text), fmt),
         status_code=error.http_status,
         media_type=_media(fmt),
-        headers=headers,
+        headers=all_headers,
     )
 
 

@@ -22,6 +22,9 @@ class Method:
     request: type[schemas.Request]
     capability: Capability
     handler: Handler
+    #: looks an object up by what the client sends (a code, a program): its misses count towards the failed
+    #: look-up limit (429), which is what makes guessing codes slow (docs/api.md#rate-limits)
+    guessable: bool = False
 
     @property
     def array_fields(self) -> frozenset[str]:
@@ -36,11 +39,23 @@ READ, WRITE = Capability.READ_CODES, Capability.WRITE_CODES
 
 METHODS: tuple[Method, ...] = (
     Method(f"{PROMOCODES}/import", schemas.ImportRequest, WRITE, lambda s, p, r: s.promocodes.import_codes(p, r)),
-    Method(f"{PROMOCODES}/get", schemas.CodeRequest, READ, lambda s, p, r: s.promocodes.get(p, r)),
-    Method(f"{PROMOCODES}/activate", schemas.ActivateRequest, WRITE, lambda s, p, r: s.promocodes.activate(p, r)),
-    Method(f"{PROMOCODES}/update", schemas.UpdateRequest, WRITE, lambda s, p, r: s.promocodes.update(p, r)),
-    Method(f"{PROMOCODES}/attach", schemas.AttachRequest, WRITE, lambda s, p, r: s.promocodes.attach(p, r)),
-    Method(f"{PROMOCODES}/detach", schemas.DetachRequest, WRITE, lambda s, p, r: s.promocodes.detach(p, r)),
+    Method(f"{PROMOCODES}/get", schemas.CodeRequest, READ, lambda s, p, r: s.promocodes.get(p, r), guessable=True),
+    Method(
+        f"{PROMOCODES}/activate",
+        schemas.ActivateRequest,
+        WRITE,
+        lambda s, p, r: s.promocodes.activate(p, r),
+        guessable=True,
+    ),
+    Method(
+        f"{PROMOCODES}/update", schemas.UpdateRequest, WRITE, lambda s, p, r: s.promocodes.update(p, r), guessable=True
+    ),
+    Method(
+        f"{PROMOCODES}/attach", schemas.AttachRequest, WRITE, lambda s, p, r: s.promocodes.attach(p, r), guessable=True
+    ),
+    Method(
+        f"{PROMOCODES}/detach", schemas.DetachRequest, WRITE, lambda s, p, r: s.promocodes.detach(p, r), guessable=True
+    ),
     Method(f"{PROMOCODES}/export_all", schemas.ProgramRef, READ, lambda s, p, r: s.promocodes.export(p, r)),
     # management (spec 9.2)
     Method(

@@ -38,14 +38,21 @@ class Authenticator:
         self.ttl = ttl
         self._remembered: dict[str, tuple[float, Principal]] = {}
 
+    def remembered(self, token: str) -> Principal | None:
+        """The principal of a token checked within the last ``ttl`` seconds; None otherwise (no I/O)."""
+        remembered = self._remembered.get(token_hash(token))
+        if remembered is not None and remembered[0] > time.monotonic():
+            return remembered[1]
+        return None
+
     async def authenticate(self, token: str | None) -> Principal:
         if not token:
             raise Unauthorized("Token is missing: send it as `token`, or as `Authorization: Bearer <token>`")
+        principal = self.remembered(token)
+        if principal is not None:
+            return principal
         digest = token_hash(token)
         now = time.monotonic()
-        remembered = self._remembered.get(digest)
-        if remembered is not None and remembered[0] > now:
-            return remembered[1]
         principal = await self.store.principal_for(digest)
         if principal is None:
             raise Unauthorized("Token is not valid or was revoked")

@@ -4,8 +4,11 @@ asking, and what each outcome means to the caller."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import NamedTuple
 
 import msgspec
 
@@ -13,7 +16,7 @@ from promocodes.domain.codes import WHITE_SPACE, clean_code, code_key
 from promocodes.domain.templates import Template
 from promocodes.domain.times import format_rfc3339, parse_rfc3339, utcnow
 from promocodes.errors import BadRequest, Conflict, LimitExceeded, NotFound, PromocodeError
-from promocodes.models import CodeState, Outcome, Principal, Program
+from promocodes.models import CodeState, ImportOutcome, Outcome, Principal, Program
 from promocodes.schemas import (
     ActivateRequest,
     AttachRequest,
@@ -35,6 +38,7 @@ from promocodes.store import Store
 
 DUPLICATED = "Promocode duplicated"  # literal text documented by Altcraft
 LIMIT_TEXT = "Program limit exceeded"
+IN_THREAD_ITEMS = 10_000  # import batches larger than this are judged and reported off the event loop
 GENERATION_ATTEMPTS = 16  # a template at most 1/1000 full collides this often with odds below 1e-48
 
 
@@ -82,51 +86,19 @@ class PromocodeService:
 
     async def import_codes(self, principal: Principal, request: ImportRequest) -> ImportResult:
         """Each item is judged on its own and answered in input order (spec 3.1, 8.5.10); the request as a whole
-        succeeds. The second occurrence of a code in one request is a duplicate."""
+        succeeds. The second occurrence of a code in one request is a duplicate.
+
+        A large batch is judged and reported in a worker thread: a million codes cost seconds of Python, which
+        on the event loop would stall every other request of the process meanwhile."""
         if not request.codes:
             raise BadRequest("Field `codes` must hold at least one code")
         program = await self.programs.program(principal, request.loyalty_id)
-        # Per item: the cleaned code and its key, or the error that refuses it.
-        judged: list[tuple[str, str] | PromocodeError] = []
-        first_index: dict[str, int] = {}
-        unique: list[tuple[str, str]] = []
-        for raw in request.codes:
-            try:
-                code = clean_code(raw)
-            except PromocodeError as error:
-                judged.append(error)
-                continue
-            key = code_key(code, program.case_sensitive)
-            judged.append((code, key))
-            if key not in first_index:
-                first_index[key] = len(unique)
-                unique.append((code, key))
-        outcome = await self.store.import_codes(program.id, unique, utcnow())
-
-        items: list[ImportItem] = []
-        seen: set[str] = set()
-        counts = {"inserted": 0, "duplicated": 0, "discarded": 0}
-        for raw, verdict in zip(request.codes, judged, strict=True):
-            if isinstance(verdict, PromocodeError):
-                items.append(ImportItem(code=raw, error=verdict.code, error_text=verdict.text))
-                continue
-            code, key = verdict
-            if key in seen or (first_index[key] < outcome.considered and key not in outcome.inserted):
-                counts["duplicated"] += 1
-                items.append(ImportItem(code=code, error=500, error_text=DUPLICATED))
-            elif key in outcome.inserted:
-                counts["inserted"] += 1
-                items.append(ImportItem(code=code, error=0, error_text=""))
-            else:
-                counts["discarded"] += 1
-                items.append(ImportItem(code=code, error=LimitExceeded.code, error_text=LIMIT_TEXT))
-            seen.add(key)
-        return ImportResult(
-            data=items,
-            discarded_by_limit=counts["discarded"],
-            duplicated=counts["duplicated"],
-            inserted=counts["inserted"],
-        )
+        in_thread = len(request.codes) > IN_THREAD_ITEMS
+        judge = functools.partial(_judge, request.codes, program.case_sensitive)
+        judged = await asyncio.to_thread(judge) if in_thread else judge()
+        outcome = await self.store.import_codes(program.id, judged.unique, utcnow())
+        report = functools.partial(_report, request.codes, judged, outcome)
+        return await asyncio.to_thread(report) if in_thread else report()
 
     # --- get ----------------------------------------------------------------------------------------------------
 
@@ -264,6 +236,61 @@ async def _export_items(store: Store, program_id: int) -> AsyncIterator[ExportIt
         if item.activated is not None:
             export.activated = format_rfc3339(item.activated)
         yield export
+
+
+class _Judged(NamedTuple):
+    """An import batch judged item by item: the cleaned code and its key, or the error that refuses it; the first
+    occurrence of each key, in order (what the store is asked to insert), and where it stands in that list."""
+
+    verdicts: list[tuple[str, str] | PromocodeError]
+    unique: list[tuple[str, str]]
+    first_index: dict[str, int]
+
+
+def _judge(codes: list[str], case_sensitive: bool) -> _Judged:
+    verdicts: list[tuple[str, str] | PromocodeError] = []
+    first_index: dict[str, int] = {}
+    unique: list[tuple[str, str]] = []
+    for raw in codes:
+        try:
+            code = clean_code(raw)
+        except PromocodeError as error:
+            verdicts.append(error)
+            continue
+        key = code_key(code, case_sensitive)
+        verdicts.append((code, key))
+        if key not in first_index:
+            first_index[key] = len(unique)
+            unique.append((code, key))
+    return _Judged(verdicts, unique, first_index)
+
+
+def _report(codes: list[str], judged: _Judged, outcome: ImportOutcome) -> ImportResult:
+    """Import's answer: one item per code sent, in order, with the counters."""
+    items: list[ImportItem] = []
+    seen: set[str] = set()
+    counts = {"inserted": 0, "duplicated": 0, "discarded": 0}
+    for raw, verdict in zip(codes, judged.verdicts, strict=True):
+        if isinstance(verdict, PromocodeError):
+            items.append(ImportItem(code=raw, error=verdict.code, error_text=verdict.text))
+            continue
+        code, key = verdict
+        if key in seen or (judged.first_index[key] < outcome.considered and key not in outcome.inserted):
+            counts["duplicated"] += 1
+            items.append(ImportItem(code=code, error=500, error_text=DUPLICATED))
+        elif key in outcome.inserted:
+            counts["inserted"] += 1
+            items.append(ImportItem(code=code, error=0, error_text=""))
+        else:
+            counts["discarded"] += 1
+            items.append(ImportItem(code=code, error=LimitExceeded.code, error_text=LIMIT_TEXT))
+        seen.add(key)
+    return ImportResult(
+        data=items,
+        discarded_by_limit=counts["discarded"],
+        duplicated=counts["duplicated"],
+        inserted=counts["inserted"],
+    )
 
 
 def _optional_lookup(selector: ProfileSelector) -> ProfileLookup | None:
