@@ -129,7 +129,9 @@ async def get_during_import(base: str, token: str, codes: int) -> list[float]:
         async def reader() -> None:
             while not done.is_set():
                 started = time.perf_counter()
-                answer = await client.post("/api/v1.1/promocodes/get", json={"loyalty_id": loyalty_id, "code": "PROBE-1"})
+                answer = await client.post(
+                    "/api/v1.1/promocodes/get", json={"loyalty_id": loyalty_id, "code": "PROBE-1"}
+                )
                 assert answer.json()["error"] == 0, answer.text
                 latencies.append(time.perf_counter() - started)
                 await asyncio.sleep(0.005)
@@ -179,7 +181,9 @@ def main() -> None:
                 before = peak_rss_mb(worker_pids(server.pid))
                 print("2. 16 concurrent 50 MB bodies with a wrong header token")
                 asyncio.run(big_bodies(base, 16, 50 << 20))
-                print(f"   peak RSS of the server: {before:.0f} MB before, {peak_rss_mb(worker_pids(server.pid)):.0f} MB after")
+                print(
+                    f"   peak RSS of the server: {before:.0f} MB before, {peak_rss_mb(worker_pids(server.pid)):.0f} MB after"
+                )
             print(f"3. get while importing {args.codes:,} codes through the API (SQLite, same process)")
             latencies = sorted(asyncio.run(get_during_import(base, token, args.codes)))
             p99 = latencies[int(len(latencies) * 0.99) - 1]
