@@ -181,9 +181,8 @@ def main() -> None:
                 before = peak_rss_mb(worker_pids(server.pid))
                 print("2. 16 concurrent 50 MB bodies with a wrong header token")
                 asyncio.run(big_bodies(base, 16, 50 << 20))
-                print(
-                    f"   peak RSS of the server: {before:.0f} MB before, {peak_rss_mb(worker_pids(server.pid)):.0f} MB after"
-                )
+                after = peak_rss_mb(worker_pids(server.pid))
+                print(f"   peak RSS of the server: {before:.0f} MB before, {after:.0f} MB after")
             print(f"3. get while importing {args.codes:,} codes through the API (SQLite, same process)")
             latencies = sorted(asyncio.run(get_during_import(base, token, args.codes)))
             p99 = latencies[int(len(latencies) * 0.99) - 1]
