@@ -55,8 +55,11 @@ def _free_port() -> int:
 
 
 def _environment() -> dict[str, str]:
-    """The test's environment without any PROMOCODES_* setting (no rate limit, no stray database URL)."""
-    return {name: value for name, value in os.environ.items() if not name.startswith("PROMOCODES_")}
+    """The test's environment without any PROMOCODES_* setting (no rate limit, no stray database URL), and with
+    kept-alive connections held longer than the client keeps them: on a loaded machine the client may read an
+    answer seconds after it was sent, and must never reuse a connection the server is closing at that moment."""
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("PROMOCODES_")}
+    return {**environment, "PROMOCODES_KEEP_ALIVE_TIMEOUT": "60"}
 
 
 def _create_token(database_url: str) -> str:

@@ -74,5 +74,5 @@ def run(settings: Settings, host: str, port: int, workers: int) -> None:
         http=HeaderTimeoutProtocol,
         log_level="warning",
         server_header=False,
-        timeout_keep_alive=5,
+        timeout_keep_alive=settings.keep_alive_timeout,
     )
