@@ -404,6 +404,35 @@ def test_profile_import_with_bad_data_is_400_and_creates_nothing(api: Api, field
     assert refused(api, "profiles/get", db_id=db_id, email="ann@example.org")[0] == 404
 
 
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"email": "ann\x00@example.org"}, "data.email"),
+        ({"email": "ann@example.org\x1b"}, "data.email"),
+        ({"phones": ["+1 555\x00 0100"]}, "data.phones"),
+        ({"city": "Os\x00lo"}, "data.city"),
+        ({"city": "Oslo\x7f"}, "data.city"),
+        ({"city": "Oslo\x85"}, "data.city"),
+        ({"note": "line\nbreak"}, "data.note"),
+        ({"ok": "fine", "crm\x00id": "1"}, "crm\\x00id"),
+    ],
+    ids=["email-nul", "email-escape", "phone-nul", "field-nul", "field-del", "field-c1", "field-newline", "name-nul"],
+)
+def test_profile_import_refuses_control_characters_in_data(api: Api, data: dict[str, Any], field: str) -> None:
+    """NUL and the other control characters (Unicode Cc) would be a driver error on PostgreSQL and stored as they are
+    on SQLite; both refuse them alike, naming the field, and store nothing."""
+    db_id = api.database()
+    error, text = refused(api, "profiles/import", db_id=db_id, email="ann@example.org", data=data)
+    assert (error, field in text) == (400, True), text
+    assert refused(api, "profiles/get", db_id=db_id, email="ann@example.org")[0] == 404
+    # Nor does a refused update change a profile that exists.
+    api.ok("profiles/import", db_id=db_id, email="ann@example.org", data={"city": "Oslo"})
+    assert refused(api, "profiles/import", db_id=db_id, email="ann@example.org", data=data)[0] == 400
+    stored = api.ok("profiles/get", db_id=db_id, email="ann@example.org")["data"]
+    assert (stored["email"], stored["phones"], stored["city"]) == ("ann@example.org", [], "Oslo")
+    assert set(stored) == {"email", "phones", "city"}
+
+
 @pytest.mark.parametrize("name", ["crm id", "a&b", "1st", "", "x:y", "<tag>"])
 def test_profile_field_names_must_be_xml_names(api: Api, name: str) -> None:
     """Custom field names become element names in XML answers, so a name XML cannot carry is refused."""

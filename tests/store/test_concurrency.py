@@ -20,7 +20,11 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
-from promocodes.models import Outcome, ProgramStats
+from promocodes.errors import BadRequest, Conflict
+from promocodes.models import Outcome, Principal, ProgramStats, Role
+from promocodes.schemas import ProfileImport, ProgramUpdate
+from promocodes.service.profiles import ProfileService, match_from
+from promocodes.service.programs import ProgramService
 from promocodes.store import Store, open_store
 from promocodes.store.postgres import PostgresStore
 
@@ -447,3 +451,146 @@ async def test_concurrent_detach_and_pool_attach(stores: list[Store]) -> None:
         code: pk for pk, code in taken.items()
     }
     assert all(count == (1 if holder is not None else 0) for count, holder in state.values())
+
+
+# --- profiles/import and programs/update: the rules judged inside the writing transaction ----------------------------
+
+
+def principal_of(account_id: int) -> Principal:
+    return Principal(account_id=account_id, role=Role.ADMIN)
+
+
+# The selectors the eight imports use, dealt round-robin: one key, written in different ways.
+IMPORT_KEYS: dict[str, list[dict[str, Any]]] = {
+    "email": [{"email": "New.Comer@Example.org"}, {"email": " new.comer@example.org"}],
+    # The two email modes read the same field, so they must take the same lock.
+    "email-and-email_profile": [
+        {"email": "new.comer@example.org"},
+        {"matching": "email_profile", "email": "NEW.COMER@example.org"},
+    ],
+    "phone": [{"matching": "phone", "phone": "+7 (900) 000-00-01"}, {"matching": "phone", "phone": "79000000001"}],
+    "custom": [{"matching": "custom", "field_name": "crm_id", "field_value": "C-1"}],
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("key", IMPORT_KEYS)
+async def test_concurrent_imports_of_one_new_profile_create_one(stores: list[Store], key: str) -> None:
+    """Eight imports of one new key at once, each through its own service and connection: one profile, and every
+    import answers with it (the later ones update it)."""
+    account_id = await stores[0].ensure_account("acme", NOW)
+    _, db_id = await setup(stores[0])
+    services = [ProfileService(store) for store in stores]
+
+    selectors = IMPORT_KEYS[key]
+
+    async def one(_: Store, index: int) -> str:
+        request = ProfileImport(db_id=db_id, data={f"seen_{index}": index}, **selectors[index % len(selectors)])
+        created = await services[index % len(services)].import_profile(principal_of(account_id), request)
+        return created.profile_id
+
+    answers = await fan_out(stores, 8, one)
+
+    found = await stores[0].find_profiles(db_id, match_from(ProfileImport(db_id=db_id, **selectors[0])), limit=10)
+    assert len(found) == 1, found
+    assert set(answers) == {found[0].profile_id}
+    assert found[0].fields.keys() >= {f"seen_{index}" for index in range(8)}  # every import updated the one profile
+
+
+@pytest.mark.timeout(120)
+async def test_concurrent_program_updates_cannot_break_a_rule_together(stores: list[Store]) -> None:
+    """On each of 12 programs, one update turns ``generate_on_attach`` on (fine: there is a template) while another
+    clears the template (fine: generation is off). Each is valid alone; together they are not. Whatever the order,
+    no program may end up generating without a template."""
+    account_id = await stores[0].ensure_account("acme", NOW)
+    programs = [
+        await stores[0].create_program(account_id, {"name": f"P{index}", "template": "A-####"}, NOW)
+        for index in range(12)
+    ]
+    services = [ProgramService(store) for store in stores]
+
+    async def race(_: Store, index: int) -> str:
+        program_id = programs[index // 2].id
+        change: dict[str, Any] = {"generate_on_attach": True} if index % 2 == 0 else {"template": None}
+        try:
+            await services[index % len(services)].update(
+                principal_of(account_id), ProgramUpdate(loyalty_id=program_id, **change)
+            )
+        except BadRequest:
+            return "refused"
+        return "done"
+
+    outcomes = await fan_out(stores, 24, race)
+
+    for number, created in enumerate(programs):
+        final = await stores[0].get_program(account_id, created.id)
+        assert final is not None
+        assert not (final.generate_on_attach and final.template is None), final
+        assert sorted(outcomes[2 * number : 2 * number + 2]) == ["done", "refused"], created.id
+
+
+@POSTGRES_ONLY
+async def test_program_update_judges_the_row_it_writes(stores: list[Store], database_url: str) -> None:
+    """Staged: both updates are held back before they write. Judged on a read taken before the lock, both would pass
+    and together break the rule; judged on the locked row, the second sees the first's change and is refused."""
+    store = stores[0]
+    account_id = await store.ensure_account("acme", NOW)
+    created = await store.create_program(account_id, {"name": "P", "template": "A-####"}, NOW)
+    service = ProgramService(store)
+    blocker = await asyncpg.connect(database_url)
+    try:
+        async with blocker.transaction():
+            await blocker.execute("SELECT id FROM programs WHERE id = $1 FOR UPDATE", created.id)
+            switch_on = asyncio.create_task(
+                service.update(principal_of(account_id), ProgramUpdate(loyalty_id=created.id, generate_on_attach=True))
+            )
+            await until_waiting(blocker, 1)
+            clear = asyncio.create_task(
+                service.update(principal_of(account_id), ProgramUpdate(loyalty_id=created.id, template=None))
+            )
+            await until_waiting(blocker, 2)
+        results = await asyncio.gather(switch_on, clear, return_exceptions=True)
+    finally:
+        await blocker.close()
+
+    assert sum(isinstance(result, BadRequest) for result in results) == 1, results
+    final = await store.get_program(account_id, created.id)
+    assert final is not None
+    assert not (final.generate_on_attach and final.template is None), final
+
+
+@POSTGRES_ONLY
+async def test_case_sensitive_change_waits_for_an_import_in_flight(stores: list[Store], database_url: str) -> None:
+    """Staged: an import holds the program row and is caught half-way (its insert waits on a code another
+    connection is inserting); the ``case_sensitive`` change must wait for it, then see its code and be refused."""
+    store = stores[0]
+    account_id = await store.ensure_account("acme", NOW)
+    created = await store.create_program(account_id, {"name": "P"}, NOW)
+    service = ProgramService(store)
+    blocker = await asyncpg.connect(database_url)
+    try:
+        async with blocker.transaction():
+            await blocker.execute(
+                "INSERT INTO codes (program_id, code, code_key, created) VALUES ($1, 'X', 'X', 0)", created.id
+            )
+            imported = asyncio.create_task(store.import_codes(created.id, [("X", "X"), ("Y", "Y")], NOW))
+            await until_waiting(blocker, 1)
+            change = asyncio.create_task(
+                service.update(principal_of(account_id), ProgramUpdate(loyalty_id=created.id, case_sensitive=False))
+            )
+            await until_waiting(blocker, 2)
+            raise _Release  # the blocker's insert is rolled back: the import goes on and inserts both codes
+    except _Release:
+        pass
+    finally:
+        await blocker.close()
+    outcome, refused = await asyncio.gather(imported, change, return_exceptions=True)
+
+    assert not isinstance(outcome, BaseException) and outcome.inserted == {"X", "Y"}
+    assert isinstance(refused, Conflict), refused
+    final = await store.get_program(account_id, created.id)
+    assert final is not None and final.case_sensitive is True
+
+
+class _Release(Exception):
+    """Raised to roll the blocker's transaction back, releasing what it held."""

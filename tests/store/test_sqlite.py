@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from promocodes.errors import NotFound
-from promocodes.models import Outcome
+from promocodes.errors import Conflict, NotFound
+from promocodes.models import Match, MatchMode, Outcome, Role
+from promocodes.store.migrations import migration_files
 from promocodes.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
@@ -60,3 +63,134 @@ async def test_operations_of_one_group_fail_and_succeed_independently(tmp_path: 
         assert await reader.code_state(program.id, "NEW") is not None
     finally:
         await reader.close()
+
+
+# --- the migration to AUTOINCREMENT ids (0002) ------------------------------------------------------------------------
+
+REBUILT = ("accounts", "databases", "profiles", "programs", "tokens")
+
+
+def schema(path: Path) -> dict[str, Any]:
+    """Every table's columns and foreign keys, and every index, read from the file itself."""
+    raw = sqlite3.connect(path)
+    try:
+        tables = [
+            row[0]
+            for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            if row[0] != "sqlite_sequence"
+        ]
+        return {
+            "columns": {t: raw.execute(f"PRAGMA table_info({t})").fetchall() for t in tables},
+            "foreign_keys": {t: raw.execute(f"PRAGMA foreign_key_list({t})").fetchall() for t in tables},
+            "indexes": {t: sorted(row[1:] for row in raw.execute(f"PRAGMA index_list({t})")) for t in tables},
+            "index_sql": sorted(raw.execute("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index'")),
+        }
+    finally:
+        raw.close()
+
+
+def table_sql(path: Path, table: str) -> str:
+    raw = sqlite3.connect(path)
+    try:
+        sql: str = raw.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+        return sql
+    finally:
+        raw.close()
+
+
+def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the application."""
+    raw = sqlite3.connect(path)
+    try:
+        tables = [row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {
+            t: sorted(tuple(row) for row in raw.execute(f"SELECT * FROM {t}"))
+            for t in tables
+            if t not in ("schema_migrations", "sqlite_sequence")
+        }
+    finally:
+        raw.close()
+
+
+def migrations_until(monkeypatch: pytest.MonkeyPatch, last: str, *extra: tuple[str, str]) -> None:
+    """Make ``migrate`` see the migrations up to ``last`` only, then ``extra`` ones."""
+    files = migration_files("sqlite")
+    kept = files[: [version for version, _ in files].index(last) + 1]
+    monkeypatch.setattr("promocodes.store.sqlite.migration_files", lambda dialect: [*kept, *extra])
+
+
+async def test_migration_to_autoincrement_keeps_every_row_and_relation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database in use before 0002 (migrated to 0001 only, holding every kind of row) comes through 0002 whole:
+    the same rows, columns, indexes and foreign keys, cascades still on; and from then on deleted ids stay unused.
+    (With foreign keys on during the rebuild, dropping ``programs`` would cascade and take every code with it.)"""
+    path = tmp_path / "old.db"
+    with monkeypatch.context() as patch:
+        migrations_until(patch, "0001_initial")
+        store = await opened(path)
+        try:
+            account_id = await store.ensure_account("acme", NOW)
+            await store.create_token(account_id, "ci", Role.WRITE, "hash-1", NOW)
+            first = await store.create_program(account_id, {"name": "P", "template": "A-##"}, NOW)
+            kept = await store.create_program(account_id, {"name": "Q"}, NOW)
+            await store.import_codes(first.id, [("X", "X"), ("Y", "Y"), ("Z", "Z")], NOW)
+            await store.import_codes(kept.id, [("K", "K")], NOW)
+            database = await store.create_database(account_id, "main", NOW)
+            ann = await store.save_profile(
+                database.id, None, "a" * 24, "ann@example.org", [("+1 555", "1555")], {"crm": 42}, NOW
+            )
+            bob = await store.save_profile(database.id, None, "b" * 24, "bob@example.org", [], {}, NOW)
+            assert await store.attach_code(first.id, "X", "X", ann.pk, False, False, NOW) is Outcome.DONE
+            assert await store.attach_code(first.id, "Y", "Y", bob.pk, False, False, NOW) is Outcome.DONE
+            assert await store.activate(first.id, "Y", None, NOW) is Outcome.DONE
+        finally:
+            await store.close()
+    rows_before, schema_before = dump(path), schema(path)
+    assert all("AUTOINCREMENT" not in table_sql(path, table) for table in REBUILT)
+
+    store = await opened(path)  # every migration this time: 0002 runs on the filled database
+    try:
+        assert dump(path) == rows_before
+        assert schema(path) == schema_before
+        assert all("AUTOINCREMENT" in table_sql(path, table) for table in REBUILT)
+        # Foreign keys are enforced again: a cascade still reaches the children, a binding still holds its profile.
+        assert await store.delete_program(account_id, kept.id, True) is True
+        assert await store.code_state(kept.id, "K") is None
+        assert await store.delete_profile(bob.pk, True) is False
+        assert [p.pk for p in await store.find_profiles(database.id, Match(MatchMode.PHONE, "1555"))] == [ann.pk]
+        # The highest ids deleted: the next ones are larger.
+        assert (await store.create_program(account_id, {"name": "R"}, NOW)).id > kept.id
+        newer = await store.save_profile(database.id, None, "c" * 24, "carol@example.org", [], {}, NOW)
+        assert await store.delete_profile(newer.pk, False) is True
+        assert (await store.save_profile(database.id, None, "d" * 24, None, [], {}, NOW)).pk > newer.pk
+    finally:
+        await store.close()
+
+
+async def test_a_migration_leaving_a_dangling_reference_fails_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Foreign keys are off while a migration runs (so that tables can be rebuilt), and checked before it commits:
+    one that leaves a reference dangling is rolled back, and they are on again afterwards."""
+    path = tmp_path / "bad.db"
+    store = await opened(path)
+    try:
+        account_id = await store.ensure_account("acme", NOW)
+        await store.create_token(account_id, "ci", Role.WRITE, "hash-1", NOW)
+    finally:
+        await store.close()
+    rows_before = dump(path)
+    with monkeypatch.context() as patch:
+        migrations_until(patch, migration_files("sqlite")[-1][0], ("9999_bad", "DELETE FROM accounts;\n"))
+        store = SqliteStore(str(path))
+        await store.open()
+        try:
+            with pytest.raises(RuntimeError, match="9999_bad"):
+                await store.migrate()
+            assert dump(path) == rows_before  # the account (and its token) are still there
+            # Foreign keys are on again for the operations that follow.
+            with pytest.raises(Conflict):
+                await store.create_program(account_id + 1, {"name": "Orphan"}, NOW)
+        finally:
+            await store.close()

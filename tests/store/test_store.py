@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from promocodes.errors import Conflict, NotFound
+from promocodes.errors import BadRequest, Conflict, NotFound
 from promocodes.models import (
     ImportOutcome,
     Match,
@@ -24,6 +24,7 @@ from promocodes.models import (
     Role,
 )
 from promocodes.store import Store
+from promocodes.store.base import ProfileData
 
 pytestmark = pytest.mark.anyio
 
@@ -250,11 +251,20 @@ async def test_list_programs_is_ordered_and_account_scoped(store: Store) -> None
     assert await store.list_programs(await account(store, "empty")) == []
 
 
+def accept(_: Program) -> bool:
+    """A judge for ``update_program`` that accepts any change and needs no empty program."""
+    return False
+
+
+def needs_empty(_: Program) -> bool:
+    return True
+
+
 async def test_update_program_changes_only_given_fields(store: Store) -> None:
     owner = await account(store, "acme")
     created = await program(store, owner, codes_limit=5, description="old")
     updated = await store.update_program(
-        owner, created.id, {"name": "Renamed", "codes_limit": None, "valid_to": FUTURE}
+        owner, created.id, {"name": "Renamed", "codes_limit": None, "valid_to": FUTURE}, accept
     )
     assert updated is not None
     assert (updated.name, updated.codes_limit, updated.valid_to) == ("Renamed", None, FUTURE)
@@ -267,11 +277,31 @@ async def test_update_program_of_another_account_is_none(store: Store) -> None:
     owner = await account(store, "acme")
     stranger = await account(store, "globex")
     created = await program(store, owner, name="Mine")
-    assert await store.update_program(stranger, created.id, {"name": "Stolen"}) is None
-    assert await store.update_program(owner, created.id + 1000, {"name": "Nothing"}) is None
+    assert await store.update_program(stranger, created.id, {"name": "Stolen"}, accept) is None
+    assert await store.update_program(owner, created.id + 1000, {"name": "Nothing"}, accept) is None
     unchanged = await store.get_program(owner, created.id)
     assert unchanged is not None
     assert unchanged.name == "Mine"
+
+
+async def test_update_program_judges_the_program_as_it_stands_and_writes_nothing_when_refused(store: Store) -> None:
+    owner = await account(store)
+    created = await program(store, owner, description="old")
+    await store.update_program(owner, created.id, {"description": "current"}, accept)
+    seen: list[Program] = []
+
+    def refuse(current: Program) -> bool:
+        seen.append(current)
+        raise BadRequest("no")
+
+    with pytest.raises(BadRequest):
+        await store.update_program(owner, created.id, {"description": "new", "name": "X"}, refuse)
+    assert [p.description for p in seen] == ["current"]  # the row as it stood, not as the caller last read it
+    unchanged = await store.get_program(owner, created.id)
+    assert unchanged is not None and (unchanged.name, unchanged.description) == ("Spring", "current")
+    # A program that does not exist is None before any judging.
+    assert await store.update_program(owner, created.id + 1000, {"name": "X"}, refuse) is None
+    assert len(seen) == 1
 
 
 async def test_delete_program_without_attached_codes(store: Store) -> None:
@@ -295,9 +325,10 @@ async def test_delete_program_refused_while_a_code_is_attached(store: Store) -> 
 
 async def test_update_only_if_empty_is_refused_while_the_program_holds_codes(store: Store) -> None:
     created = await program(store)
-    assert await store.update_program(created.account_id, created.id, {"case_sensitive": False}, True) is not None
+    changed = await store.update_program(created.account_id, created.id, {"case_sensitive": False}, needs_empty)
+    assert changed is not None
     await add_codes(store, created.id, "A")
-    refused = await store.update_program(created.account_id, created.id, {"case_sensitive": True}, True)
+    refused = await store.update_program(created.account_id, created.id, {"case_sensitive": True}, needs_empty)
     assert refused is False
     unchanged = await store.get_program(created.account_id, created.id)
     assert unchanged is not None and unchanged.case_sensitive is False
@@ -450,7 +481,7 @@ async def test_import_all_duplicates_at_the_limit(store: Store) -> None:
 async def test_import_limit_raised_later(store: Store) -> None:
     account_id, program_id, _ = await world(store, codes_limit=1)
     await add_codes(store, program_id, "A", "B")
-    assert await store.update_program(account_id, program_id, {"codes_limit": 3}) is not None
+    assert await store.update_program(account_id, program_id, {"codes_limit": 3}, accept) is not None
     outcome = await add_codes(store, program_id, "B", "C", "D")
     assert outcome == ImportOutcome(inserted=frozenset({"B", "C"}), considered=2)
 
@@ -1175,6 +1206,46 @@ async def test_save_profile_updates_and_replaces_the_lookups(store: Store) -> No
         assert [p.pk for p in await store.find_profiles(db_id, match)] == [first.pk], match
 
 
+async def test_upsert_profile_creates_then_updates_what_the_match_finds(store: Store) -> None:
+    db_id = await database(store)
+    by_email = Match(MatchMode.EMAIL, "ann@example.org")
+    seen: list[list[Profile]] = []
+
+    def build(found: list[Profile]) -> ProfileData:
+        seen.append(found)
+        tier = "gold" if found else "new"
+        profile_id = found[0].profile_id if found else "a" * 24
+        return ProfileData(profile_id, "Ann@Example.org", [("+1 555 0100", "15550100")], {"tier": tier})
+
+    created = await store.upsert_profile(db_id, by_email, build, NOW)
+    updated = await store.upsert_profile(db_id, by_email, build, LATER)
+
+    assert seen == [[], [created]]
+    assert (updated.pk, updated.profile_id, updated.created, updated.updated) == (created.pk, "a" * 24, NOW, LATER)
+    assert updated.fields == {"tier": "gold"}
+    assert await store.find_profiles(db_id, by_email, limit=5) == [updated]
+    assert await store.find_profiles(db_id, Match(MatchMode.PHONE, "15550100")) == [updated]
+
+
+async def test_upsert_profile_writes_nothing_when_build_refuses(store: Store) -> None:
+    db_id = await database(store)
+    ann = await profile(store, db_id, "ann@example.org", fields={"tier": "new"})
+    await profile(store, db_id, "ann@example.org")
+    seen: list[list[Profile]] = []
+
+    def refuse(found: list[Profile]) -> ProfileData:
+        seen.append(found)
+        raise Conflict("several")
+
+    with pytest.raises(Conflict):
+        await store.upsert_profile(db_id, Match(MatchMode.EMAIL, "ann@example.org"), refuse, LATER)
+    with pytest.raises(Conflict):
+        await store.upsert_profile(db_id, Match(MatchMode.EMAIL, "bob@example.org"), refuse, LATER)
+    assert [len(found) for found in seen] == [2, 0]  # up to two: enough to tell one from several
+    assert await store.find_profiles(db_id, Match(MatchMode.EMAIL, "bob@example.org")) == []
+    assert (await store.find_profiles(db_id, Match(MatchMode.PROFILE_ID, ann.profile_id)))[0] == ann
+
+
 async def test_save_profile_without_email(store: Store) -> None:
     db_id = await database(store)
     saved = await profile(store, db_id, None, ("+44 20 7946 0000",))
@@ -1315,3 +1386,50 @@ async def test_delete_profile_with_force_keeps_other_bindings_of_a_universal_cod
     assert state.attached_count == 1
     assert state.own is not None
     assert await store.detach(program_id, "UNI", bob) is Outcome.DONE
+
+
+# --- ids are never reused ---------------------------------------------------------------------------------------------
+
+
+async def delete_row(store: Store, table: str, row_id: int) -> None:
+    """Delete one row directly (databases, tokens and accounts have no delete operation yet; webhooks will)."""
+
+    async def delete(conn: Any) -> None:
+        deleted = await conn.fetchval(f"DELETE FROM {table} WHERE id = $1 RETURNING id", row_id)
+        assert deleted == row_id
+
+    await store._run(delete)
+
+
+async def test_a_deleted_program_id_is_never_handed_out_again(store: Store) -> None:
+    """An old client's ``loyalty_id`` must never come to name a different program."""
+    owner = await account(store)
+    await program(store, owner, name="A")
+    newest = await program(store, owner, name="B")
+    assert await store.delete_program(owner, newest.id, False) is True
+    assert (await program(store, owner, name="C")).id > newest.id
+
+
+async def test_a_deleted_profile_id_is_never_handed_out_again(store: Store) -> None:
+    db_id = await database(store)
+    await profile(store, db_id, "ann@example.org")
+    newest = await profile(store, db_id, "bob@example.org")
+    assert await store.delete_profile(newest.pk, False) is True
+    assert (await profile(store, db_id, "carol@example.org")).pk > newest.pk
+
+
+async def test_deleted_database_token_and_account_ids_are_never_handed_out_again(store: Store) -> None:
+    owner = await account(store, "acme")
+    await database(store, owner, "first")
+    newest_db = await database(store, owner, "second")
+    await delete_row(store, "databases", newest_db)
+    assert await database(store, owner, "third") > newest_db
+
+    await store.create_token(owner, "a", Role.READ, "hash-a", NOW)
+    newest_token = await store.create_token(owner, "b", Role.READ, "hash-b", NOW)
+    await delete_row(store, "tokens", newest_token.id)
+    assert (await store.create_token(owner, "c", Role.READ, "hash-c", NOW)).id > newest_token.id
+
+    newest_account = await account(store, "globex")
+    await delete_row(store, "accounts", newest_account)
+    assert await account(store, "initech") > newest_account

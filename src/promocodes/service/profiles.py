@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from typing import Any, NamedTuple
 
 from promocodes.domain.phones import phone_digits
@@ -21,7 +22,7 @@ from promocodes.schemas import (
     ProfileView,
 )
 from promocodes.store import Store
-from promocodes.store.base import field_text
+from promocodes.store.base import ProfileData, field_text
 
 # The field a mode reads, in the order used to guess the mode when `matching` is omitted.
 _MODE_FIELDS = {
@@ -140,39 +141,41 @@ class ProfileService:
 
     async def import_profile(self, principal: Principal, request: ProfileImport) -> ProfileCreated:
         """Create the profile the selector names, or update the one it matches: given keys replace stored ones,
-        a custom field set to null is removed."""
+        a custom field set to null is removed. The look-up and the write are one store operation (serialised on
+        the key), so concurrent imports of one new key create one profile."""
         match = match_from(request)
         email, phones, fields = _profile_data(request.data)
         database = await self.database(principal, request.db_id)
-        found = await self.store.find_profiles(database.id, match)
-        if len(found) > 1:
-            raise Conflict(f"Several profiles match {describe(match)} in database {database.id}; use profile_id")
-        existing = found[0] if found else None
-        if existing is None:
-            if match.mode is MatchMode.PROFILE_ID:
-                raise NotFound(f"Profile not found: profile ids are assigned by the server ({describe(match)})")
-            # The identifying value becomes part of the new profile, so the same request finds it next time.
-            if match.mode in (MatchMode.EMAIL, MatchMode.EMAIL_PROFILE) and email is None:
-                email = str(request.email).strip()
-            if match.mode is MatchMode.PHONE and phones is None:
-                phones = [str(request.phone)]
-            if match.mode is MatchMode.CUSTOM and match.field_name not in fields:
-                _check_field_name(str(match.field_name))
-                fields[str(match.field_name)] = request.field_value
-        merged_fields = {**(existing.fields if existing else {}), **fields}
-        merged_fields = {name: value for name, value in merged_fields.items() if value is not None}
-        if existing is not None:
-            email = existing.email if email is None else email
-            phones = existing.phones if phones is None else phones
-        profile = await self.store.save_profile(
-            database.id,
-            None if existing is None else existing.pk,
-            existing.profile_id if existing else _new_profile_id(),
-            email or None,
-            [(phone, phone_digits(phone)) for phone in phones or []],
-            merged_fields,
-            utcnow(),
-        )
+
+        def build(found: list[Profile]) -> ProfileData:
+            """The data to write, given what the match finds now (called inside the store's transaction)."""
+            if len(found) > 1:
+                raise Conflict(f"Several profiles match {describe(match)} in database {database.id}; use profile_id")
+            existing = found[0] if found else None
+            new_email, new_phones, new_fields = email, phones, dict(fields)
+            if existing is None:
+                if match.mode is MatchMode.PROFILE_ID:
+                    raise NotFound(f"Profile not found: profile ids are assigned by the server ({describe(match)})")
+                # The identifying value becomes part of the new profile, so the same request finds it next time.
+                if match.mode in (MatchMode.EMAIL, MatchMode.EMAIL_PROFILE) and new_email is None:
+                    new_email = str(request.email).strip()
+                if match.mode is MatchMode.PHONE and new_phones is None:
+                    new_phones = [str(request.phone)]
+                if match.mode is MatchMode.CUSTOM and match.field_name not in new_fields:
+                    _check_field_name(str(match.field_name))
+                    new_fields[str(match.field_name)] = request.field_value
+            merged = {**(existing.fields if existing else {}), **new_fields}
+            if existing is not None:
+                new_email = existing.email if new_email is None else new_email
+                new_phones = existing.phones if new_phones is None else new_phones
+            return ProfileData(
+                profile_id=existing.profile_id if existing else _new_profile_id(),
+                email=new_email or None,
+                phones=[(phone, phone_digits(phone)) for phone in new_phones or []],
+                fields={name: value for name, value in merged.items() if value is not None},
+            )
+
+        profile = await self.store.upsert_profile(database.id, match, build, utcnow())
         return ProfileCreated(profile_id=profile.profile_id)
 
     async def get_profile(self, principal: Principal, request: ProfileRef) -> ProfileView:
@@ -198,6 +201,13 @@ def _check_field_name(name: str) -> None:
         )
 
 
+def _check_text(field: str, value: str | None) -> None:
+    """Control characters (Unicode Cc, NUL included) are refused in profile data: PostgreSQL cannot store NUL in
+    text at all, and SQLite would keep what PostgreSQL refuses; both adapters must answer alike (a 400)."""
+    if value is not None and any(unicodedata.category(char) == "Cc" for char in value):
+        raise BadRequest(f"Field `{field}` must not contain control characters")
+
+
 def _new_profile_id() -> str:
     return secrets.token_hex(12)  # 24 lower-case hex characters, like Altcraft's ids
 
@@ -207,11 +217,14 @@ def _profile_data(data: dict[str, Any]) -> tuple[str | None, list[str] | None, d
     email = data.get("email")
     if email is not None and not isinstance(email, str):
         raise BadRequest("Field `data.email` must be a string")
+    _check_text("data.email", email)
     phones = data.get("phones")
     if isinstance(phones, str):
         phones = [phones]  # XML sends a single <phones> element as text
     if phones is not None and not (isinstance(phones, list) and all(isinstance(p, str) for p in phones)):
         raise BadRequest("Field `data.phones` must be an array of strings")
+    for phone in phones or []:
+        _check_text("data.phones", phone)
     fields: dict[str, Any] = {}
     for name, value in data.items():
         if name in ("email", "phones"):
@@ -219,6 +232,8 @@ def _profile_data(data: dict[str, Any]) -> tuple[str | None, list[str] | None, d
         _check_field_name(name)
         if value is not None and not isinstance(value, str | int | float | bool):
             raise BadRequest(f"Field `data.{name}` must be a string, number or boolean")
+        if isinstance(value, str):
+            _check_text(f"data.{name}", value)
         fields[name] = value
     for phone in phones or []:
         phone_digits(phone)

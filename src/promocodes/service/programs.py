@@ -105,13 +105,16 @@ class ProgramService:
         changes = _given_settings(request)
         if not changes:
             raise BadRequest("Nothing to update: give at least one program setting")
-        program = await self.program(principal, request.loyalty_id)
-        current = {name: getattr(program, name) for name in PROGRAM_SETTINGS}
-        _check({**current, **changes})
-        # Stored comparison keys were made under the old setting: changing it would strand existing codes, so
-        # it may change only while the program is empty (checked by the store, atomically with the update).
-        only_if_empty = "case_sensitive" in changes and changes["case_sensitive"] != program.case_sensitive
-        updated = await self.store.update_program(principal.account_id, program.id, changes, only_if_empty)
+
+        def judge(current: Program) -> bool:
+            """Check the settings as they will stand (raises BadRequest); True when the program must be empty.
+            Called by the store on the locked row, inside the transaction that writes."""
+            _check({**{name: getattr(current, name) for name in PROGRAM_SETTINGS}, **changes})
+            # Stored comparison keys were made under the old setting: changing it would strand existing codes, so
+            # it may change only while the program is empty.
+            return "case_sensitive" in changes and changes["case_sensitive"] != current.case_sensitive
+
+        updated = await self.store.update_program(principal.account_id, request.loyalty_id, changes, judge)
         if updated is None:
             raise NotFound(f"Program {request.loyalty_id} not found")
         if updated is False:

@@ -19,11 +19,12 @@ why (the :class:`~promocodes.models.Outcome`). Never read-then-write.
 from __future__ import annotations
 
 import functools
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, Literal, NamedTuple, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
@@ -70,6 +71,12 @@ class Connection(Protocol):
     #: waits for every writer holding the row (``share_row``, ``lock_row``), so the condition, checked by the NEXT
     #: statement (a fresh READ COMMITTED snapshot), sees what they committed. Nothing on SQLite.
     lock_for_delete: str
+
+    async def lock_key(self, key: int) -> None:
+        """Hold a lock on an arbitrary 64-bit key until the transaction ends, for a rule that spans rows which may
+        not exist yet: ``pg_advisory_xact_lock`` on PostgreSQL; nothing on SQLite, whose write transactions are
+        already serial."""
+        ...
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
     async def fetchrow(self, sql: str, *args: Any) -> Row:
@@ -211,6 +218,92 @@ _PROFILE_LOOKUPS: Mapping[MatchMode, str] = {
 }
 
 
+# The field whose value a match compares, for the import lock: the email modes read one field and share a lock.
+_LOOKUP_FIELDS: Mapping[MatchMode, str] = {
+    MatchMode.EMAIL: "email",
+    MatchMode.EMAIL_PROFILE: "email",
+    MatchMode.PROFILE_ID: "profile_id",
+    MatchMode.PHONE: "phone",
+    MatchMode.CUSTOM: "field",
+}
+
+
+class ProfileData(NamedTuple):
+    """What a profile is written with. ``phones`` are ``(as given, digits)``; custom fields are indexed by their
+    text form (:func:`field_text`) so that ``custom`` matching finds ``42`` and ``"42"`` alike."""
+
+    profile_id: str
+    email: str | None
+    phones: Sequence[tuple[str, str]]
+    fields: Mapping[str, Any]
+
+
+def _profile_key(database_id: int, match: Match) -> int:
+    """The 64-bit key :meth:`Store.upsert_profile` locks: a hash of the database, the field and the value."""
+    name = [database_id, "profile", _LOOKUP_FIELDS[match.mode], match.field_name or "", match.value]
+    digest = hashlib.blake2b(msgspec.json.encode(name), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def _find_profiles(conn: Connection, database_id: int, match: Match, limit: int, lock: str = "") -> list[Profile]:
+    args: list[Any] = [database_id, match.value]
+    if match.mode is MatchMode.CUSTOM:
+        args.append(match.field_name)
+    rows = await conn.fetch(f"{_PROFILE_LOOKUPS[match.mode]} ORDER BY id LIMIT {int(limit)}{lock}", *args)
+    return [_profile(row) for row in rows]
+
+
+async def _write_profile(
+    conn: Connection, database_id: int, existing_pk: int | None, data: ProfileData, at: int
+) -> Profile:
+    """Insert the profile (``existing_pk`` None) or replace its data, with its phone and field look-up rows."""
+    phones_json = msgspec.json.encode([given for given, _ in data.phones]).decode()
+    fields_json = msgspec.json.encode(data.fields).decode()
+    email_key = None if data.email is None else data.email.strip().casefold()
+    if existing_pk is None:
+        row = await conn.fetchrow(
+            "INSERT INTO profiles (database_id, profile_id, email, email_key, phones, fields, created, updated) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING *",
+            database_id,
+            data.profile_id,
+            data.email,
+            email_key,
+            phones_json,
+            fields_json,
+            at,
+        )
+    else:
+        row = await conn.fetchrow(
+            "UPDATE profiles SET email = $2, email_key = $3, phones = $4, fields = $5, updated = $6 "
+            "WHERE id = $1 RETURNING *",
+            existing_pk,
+            data.email,
+            email_key,
+            phones_json,
+            fields_json,
+            at,
+        )
+        await conn.fetchval("DELETE FROM profile_phones WHERE profile_pk = $1 RETURNING 1", existing_pk)
+        await conn.fetchval("DELETE FROM profile_fields WHERE profile_pk = $1 RETURNING 1", existing_pk)
+    pk = row["id"]
+    for _, digits in data.phones:
+        await conn.fetchval(
+            "INSERT INTO profile_phones (profile_pk, database_id, digits) VALUES ($1, $2, $3) RETURNING 1",
+            pk,
+            database_id,
+            digits,
+        )
+    for name, value in data.fields.items():
+        await conn.fetchval(
+            "INSERT INTO profile_fields (profile_pk, database_id, name, value) VALUES ($1, $2, $3, $4) RETURNING 1",
+            pk,
+            database_id,
+            name,
+            field_text(value),
+        )
+    return _profile(row)
+
+
 class Store(ABC):
     """The storage interface: what the service may ask of a database, as whole operations."""
 
@@ -344,30 +437,44 @@ class Store(ABC):
         account_id: int,
         program_id: int,
         changes: Mapping[str, Any],
-        only_if_empty: bool = False,
+        judge: Callable[[Program], bool],
     ) -> Program | Literal[False] | None:
-        """Apply the changes; None when the account has no such program; False when ``only_if_empty`` and the
-        program holds codes.
+        """Apply the changes if ``judge`` accepts them; None when the account has no such program; False when the
+        program must be empty for them and holds codes.
 
-        Lock: with ``only_if_empty``, the program row first (``lock_for_delete``), which waits for imports in flight
-        (they hold the row until commit); the emptiness check then reads a fresh snapshot, so an import either
-        lands first (and the update is refused) or runs after it, under the new setting.
+        ``judge`` is the service's rule, called with the program as it stands right before the write: it raises
+        (nothing is written) to refuse the changes, and returns True when they need an empty program.
+
+        Lock: the program row first (``lock_row``: ``FOR NO KEY UPDATE`` on PostgreSQL), held to commit. Two
+        concurrent updates therefore run one after the other, and the second is judged on the row the first wrote,
+        so two changes that are each valid alone cannot together break a rule (say one turns ``generate_on_attach``
+        on while the other clears the template). The same lock waits for imports in flight, which hold the row from
+        their first statement to commit (see :meth:`import_codes`); the emptiness check then reads a fresh snapshot,
+        so an import either lands first (and a change that needs an empty program is refused) or runs after the
+        update. Attaches share the row with ``share_row``, which this lock does not wait for: a settings change
+        does not stall them.
         """
-        # Column names come only from the fixed PROGRAM_SETTINGS list, never from the request.
-        names = [name for name in PROGRAM_SETTINGS if name in changes]
-        assignments = ", ".join(f"{name} = ${index}" for index, name in enumerate(names, start=3))
         async with conn.transaction():
-            if only_if_empty:
-                await conn.fetchval(f"SELECT id FROM programs WHERE id = $1{conn.lock_for_delete}", program_id)
-                if await conn.fetchval("SELECT 1 FROM codes WHERE program_id = $1 LIMIT 1", program_id):
-                    return False
             row = await conn.fetchrow(
-                f"UPDATE programs SET {assignments} WHERE id = $1 AND account_id = $2 RETURNING {_PROGRAM_COLUMNS}",
+                f"SELECT {_PROGRAM_COLUMNS} FROM programs WHERE id = $1 AND account_id = $2{conn.lock_row}",
                 program_id,
                 account_id,
+            )
+            if row is None:
+                return None
+            if judge(_program(row)) and await conn.fetchval(
+                "SELECT 1 FROM codes WHERE program_id = $1 LIMIT 1", program_id
+            ):
+                return False
+            # Column names come only from the fixed PROGRAM_SETTINGS list, never from the request.
+            names = [name for name in PROGRAM_SETTINGS if name in changes]
+            assignments = ", ".join(f"{name} = ${index}" for index, name in enumerate(names, start=2))
+            row = await conn.fetchrow(
+                f"UPDATE programs SET {assignments} WHERE id = $1 RETURNING {_PROGRAM_COLUMNS}",
+                program_id,
                 *[_setting_value(name, changes[name]) for name in names],
             )
-            return None if row is None else _program(row)
+            return _program(row)
 
     @operation
     async def delete_program(self, conn: Connection, account_id: int, program_id: int, force: bool) -> bool | None:
@@ -456,11 +563,40 @@ class Store(ABC):
     @operation
     async def find_profiles(self, conn: Connection, database_id: int, match: Match, limit: int = 2) -> list[Profile]:
         """Profiles of the database that the match names; ``limit`` 2 is enough to tell "one" from "several"."""
-        args: list[Any] = [database_id, match.value]
-        if match.mode is MatchMode.CUSTOM:
-            args.append(match.field_name)
-        rows = await conn.fetch(f"{_PROFILE_LOOKUPS[match.mode]} ORDER BY id LIMIT {int(limit)}", *args)
-        return [_profile(row) for row in rows]
+        return await _find_profiles(conn, database_id, match, limit)
+
+    @operation
+    async def upsert_profile(
+        self,
+        conn: Connection,
+        database_id: int,
+        match: Match,
+        build: Callable[[list[Profile]], ProfileData],
+        now: datetime,
+    ) -> Profile:
+        """Create the profile the match names, or rewrite the one it finds, as ONE operation: find, decide, write.
+
+        ``build`` is the service's rule, called inside the transaction with what the match finds (up to two
+        profiles, enough to tell one from several); it raises to refuse (nothing is written) or returns the data
+        to write: into the profile found, or into a new one when none was.
+
+        Lock: first a transaction-level lock on the identifying key — the database, the field the match reads
+        (``email`` and ``email_profile`` read the same one, so they share it) and the normalised value: an
+        advisory lock (``pg_advisory_xact_lock``) on a hash of the three on PostgreSQL, held to commit. Concurrent
+        imports of one key therefore run one after the other; the look-up that follows is a fresh READ COMMITTED
+        snapshot, so the second import finds the profile the first created and updates it instead of creating a
+        duplicate. Different keys hash to different locks and do not wait for each other (a rare collision of two
+        hashes only makes two imports wait in turn). On SQLite the write transaction (``BEGIN IMMEDIATE``) is
+        already exclusive, and the look-up runs inside it.
+
+        The profiles found are locked too (``lock_row``), so that a concurrent delete (which takes ``lock_for_delete``
+        on the row) either lands first, and the look-up no longer finds the profile, or waits for this update.
+        """
+        async with conn.transaction():
+            await conn.lock_key(_profile_key(database_id, match))
+            found = await _find_profiles(conn, database_id, match, 2, conn.lock_row)
+            data = build(found)
+            return await _write_profile(conn, database_id, found[0].pk if found else None, data, to_micros(now))
 
     @operation
     async def save_profile(
@@ -474,56 +610,11 @@ class Store(ABC):
         fields: Mapping[str, Any],
         now: datetime,
     ) -> Profile:
-        """Create the profile, or replace the data of ``existing_pk``. ``phones`` are ``(as given, digits)``;
-        custom fields are indexed by their text form so that ``custom`` matching finds ``42`` and ``"42"`` alike."""
-        at = to_micros(now)
-        phones_json = msgspec.json.encode([given for given, _ in phones]).decode()
-        fields_json = msgspec.json.encode(fields).decode()
-        email_key = None if email is None else email.strip().casefold()
+        """Create the profile, or replace the data of ``existing_pk``, as told: no look-up, no lock. For the command
+        line and tests; the API goes through :meth:`upsert_profile`, which keeps keys from being duplicated."""
         async with conn.transaction():
-            if existing_pk is None:
-                row = await conn.fetchrow(
-                    "INSERT INTO profiles (database_id, profile_id, email, email_key, phones, fields, created, "
-                    "updated) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING *",
-                    database_id,
-                    profile_id,
-                    email,
-                    email_key,
-                    phones_json,
-                    fields_json,
-                    at,
-                )
-            else:
-                row = await conn.fetchrow(
-                    "UPDATE profiles SET email = $2, email_key = $3, phones = $4, fields = $5, updated = $6 "
-                    "WHERE id = $1 RETURNING *",
-                    existing_pk,
-                    email,
-                    email_key,
-                    phones_json,
-                    fields_json,
-                    at,
-                )
-                await conn.fetchval("DELETE FROM profile_phones WHERE profile_pk = $1 RETURNING 1", existing_pk)
-                await conn.fetchval("DELETE FROM profile_fields WHERE profile_pk = $1 RETURNING 1", existing_pk)
-            pk = row["id"]
-            for _, digits in phones:
-                await conn.fetchval(
-                    "INSERT INTO profile_phones (profile_pk, database_id, digits) VALUES ($1, $2, $3) RETURNING 1",
-                    pk,
-                    database_id,
-                    digits,
-                )
-            for name, value in fields.items():
-                await conn.fetchval(
-                    "INSERT INTO profile_fields (profile_pk, database_id, name, value) VALUES ($1, $2, $3, $4) "
-                    "RETURNING 1",
-                    pk,
-                    database_id,
-                    name,
-                    field_text(value),
-                )
-            return _profile(row)
+            data = ProfileData(profile_id=profile_id, email=email, phones=phones, fields=fields)
+            return await _write_profile(conn, database_id, existing_pk, data, to_micros(now))
 
     @operation
     async def delete_profile(self, conn: Connection, profile_pk: int, force: bool) -> bool:

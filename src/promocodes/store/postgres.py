@@ -46,6 +46,9 @@ class PostgresConnection:
     def __init__(self, raw: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> None:
         self._raw = raw
 
+    async def lock_key(self, key: int) -> None:
+        await self._raw.execute("SELECT pg_advisory_xact_lock($1)", key)
+
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return await self._raw.fetch(sql, *args)
 

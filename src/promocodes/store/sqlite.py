@@ -59,6 +59,9 @@ class SqliteConnection:
     def __init__(self, raw: sqlite3.Connection) -> None:
         self._raw = raw
 
+    async def lock_key(self, key: int) -> None:
+        """Nothing to lock: the operation already runs inside the group's ``BEGIN IMMEDIATE``."""
+
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return self._raw.execute(_translate(sql), args).fetchall()
 
@@ -205,33 +208,53 @@ class SqliteStore(Store):
                 future.set_exception(value)
 
     async def migrate(self) -> list[str]:
+        """Apply the migrations not applied yet, each in its own ``BEGIN IMMEDIATE`` transaction.
+
+        Foreign keys are off while a migration runs, so that it can rebuild a table the documented way (create,
+        copy, drop, rename): with them on, dropping a parent table would delete its children by cascade. The pragma
+        is a no-op inside a transaction, so it is set around each one; before the commit ``foreign_key_check`` must
+        find nothing, else the migration is rolled back and fails. They are on again afterwards, whatever happened.
+        """
+
         async def apply() -> list[str]:
             raw = self._raw
             assert raw is not None, "the store is not open"
             raw.execute(CREATE_VERSIONS_TABLE)
             applied_now: list[str] = []
             for version, sql in migration_files("sqlite"):
-                raw.execute("BEGIN IMMEDIATE")
+                raw.execute("PRAGMA foreign_keys = OFF")
                 try:
-                    if raw.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone():
-                        raw.execute("ROLLBACK")
-                        continue
-                    # executescript would COMMIT first; run the file statement by statement inside our
-                    # transaction instead, so a failing migration leaves nothing behind.
-                    for statement in _statements(sql):
-                        raw.execute(statement)
-                    raw.execute(
-                        "INSERT INTO schema_migrations (version, applied) VALUES (?, ?)", (version, to_micros(utcnow()))
-                    )
-                    raw.execute("COMMIT")
-                except BaseException:
-                    if raw.in_transaction:
-                        raw.execute("ROLLBACK")
-                    raise
-                applied_now.append(version)
+                    if _apply_migration(raw, version, sql):
+                        applied_now.append(version)
+                finally:
+                    raw.execute("PRAGMA foreign_keys = ON")
             return applied_now
 
         return await self._on_thread(apply)
+
+
+def _apply_migration(raw: sqlite3.Connection, version: str, sql: str) -> bool:
+    """Apply one migration in one transaction, unless it is recorded already; True when it was applied now."""
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        if raw.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone():
+            raw.execute("ROLLBACK")
+            return False
+        # executescript would COMMIT first; run the file statement by statement inside our transaction
+        # instead, so a failing migration leaves nothing behind.
+        for statement in _statements(sql):
+            raw.execute(statement)
+        dangling = raw.execute("PRAGMA foreign_key_check").fetchall()
+        if dangling:
+            found = ", ".join(f"{row[0]} row {row[1]} points into {row[2]}" for row in dangling[:5])
+            raise RuntimeError(f"Migration {version} leaves references to missing rows ({found}); rolled back")
+        raw.execute("INSERT INTO schema_migrations (version, applied) VALUES (?, ?)", (version, to_micros(utcnow())))
+        raw.execute("COMMIT")
+    except BaseException:
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
+        raise
+    return True
 
 
 def _storage_error(error: BaseException) -> BaseException:
