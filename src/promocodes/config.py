@@ -33,7 +33,7 @@ class Settings:
     header_timeout: float = 10.0
     #: seconds an idle kept-alive connection stays open; behind a reverse proxy that keeps connections to the
     #: server, make it longer than the proxy's own idle timeout, so the proxy never sends on a closing connection
-    keep_alive_timeout: float = 5.0
+    keep_alive_timeout: int = 5
     #: failed look-ups (unknown code or program on get, activate, attach, update, detach) allowed to one token, and
     #: to one client address, per ``guard_window`` seconds; past it, HTTP 429 on those methods. 0 turns it off
     failed_lookup_limit: int = 100
