@@ -1433,3 +1433,18 @@ async def test_deleted_database_token_and_account_ids_are_never_handed_out_again
     newest_account = await account(store, "globex")
     await delete_row(store, "accounts", newest_account)
     assert await account(store, "initech") > newest_account
+
+
+async def test_codes_are_never_stored_under_a_case_setting_that_changed_meanwhile(store: Store) -> None:
+    """The service makes the keys under the setting it read; if ``case_sensitive`` changed before the insert
+    takes the program row, the insert is refused whole instead of storing keys no look-up would find."""
+    created = await program(store, case_sensitive=True)
+    assert await store.update_program(created.account_id, created.id, {"case_sensitive": False}, needs_empty)
+    holder = await profile(store, await database(store, created.account_id), "ann@example.org")
+    with pytest.raises(Conflict, match="case sensitivity"):
+        await store.import_codes(created.id, [("Spring", "Spring")], NOW, case_sensitive=True)
+    with pytest.raises(Conflict, match="case sensitivity"):
+        await store.attach_code(created.id, "Spring", "Spring", holder.pk, False, True, NOW, True)
+    assert (await store.program_stats(created.id, NOW)).total == 0
+    outcome = await store.import_codes(created.id, [("Spring", "spring")], NOW, case_sensitive=False)
+    assert outcome.inserted == {"spring"}

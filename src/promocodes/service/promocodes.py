@@ -96,7 +96,7 @@ class PromocodeService:
         in_thread = len(request.codes) > IN_THREAD_ITEMS
         judge = functools.partial(_judge, request.codes, program.case_sensitive)
         judged = await asyncio.to_thread(judge) if in_thread else judge()
-        outcome = await self.store.import_codes(program.id, judged.unique, utcnow())
+        outcome = await self.store.import_codes(program.id, judged.unique, utcnow(), program.case_sensitive)
         report = functools.partial(_report, request.codes, judged, outcome)
         return await asyncio.to_thread(report) if in_thread else report()
 
@@ -181,7 +181,14 @@ class PromocodeService:
     async def _attach_code(self, program: Program, code: str, profile_pk: int, now: datetime) -> str:
         key = code_key(code, program.case_sensitive)
         outcome = await self.store.attach_code(
-            program.id, code, key, profile_pk, program.multiple_usage, program.create_on_attach, now
+            program.id,
+            code,
+            key,
+            profile_pk,
+            program.multiple_usage,
+            program.create_on_attach,
+            now,
+            program.case_sensitive,
         )
         if outcome not in (Outcome.DONE, Outcome.UNCHANGED):
             raise _fail(outcome, code, program.id)
@@ -198,7 +205,7 @@ class PromocodeService:
             code = template.generate()
             key = code_key(code, program.case_sensitive)
             outcome = await self.store.attach_code(
-                program.id, code, key, profile_pk, program.multiple_usage, True, utcnow()
+                program.id, code, key, profile_pk, program.multiple_usage, True, utcnow(), program.case_sensitive
             )
             if outcome is Outcome.DONE:
                 return code

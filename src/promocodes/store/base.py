@@ -655,21 +655,23 @@ class Store(ABC):
 
     @operation
     async def import_codes(
-        self, conn: Connection, program_id: int, rows: Sequence[tuple[str, str]], now: datetime
+        self,
+        conn: Connection,
+        program_id: int,
+        rows: Sequence[tuple[str, str]],
+        now: datetime,
+        case_sensitive: bool | None = None,
     ) -> ImportOutcome:
         """Insert ``(code, key)`` rows (keys already unique within the batch), in order, up to the program's limit.
 
-        Lock: the first statement touches the program row (``UPDATE … SET code_count = code_count``), which holds
-        it until commit, so two imports into one program count against ``codes_limit`` one after the other and
-        can never overshoot it together. Duplicates (keys the program holds) use no room.
+        Lock: the first statement touches the program row (:func:`_program_for_insert`), which holds it until
+        commit, so two imports into one program count against ``codes_limit`` one after the other and can never
+        overshoot it together. Duplicates (keys the program holds) use no room. ``case_sensitive`` is the setting
+        the keys were made under: checked on the locked row, so keys are never stored under a setting that changed
+        since the service read the program.
         """
         async with conn.transaction():
-            program = await conn.fetchrow(
-                "UPDATE programs SET code_count = code_count WHERE id = $1 RETURNING code_count, codes_limit",
-                program_id,
-            )
-            if program is None:  # deleted since the service looked it up
-                raise NotFound(f"Program {program_id} not found")
+            program = await _program_for_insert(conn, program_id, case_sensitive)
             limit = program["codes_limit"]
             room = None if limit is None else max(0, limit - program["code_count"])
             created = to_micros(now)
@@ -749,8 +751,10 @@ class Store(ABC):
         multiple_usage: bool,
         create: bool,
         now: datetime,
+        case_sensitive: bool | None = None,
     ) -> Outcome:
-        """Bind the named code to a profile, creating it first when ``create`` and it is unknown.
+        """Bind the named code to a profile, creating it first when ``create`` and it is unknown (``case_sensitive``:
+        as in :meth:`import_codes`).
 
         Locks: a personal code is claimed by ONE conditional ``UPDATE`` (``attached_count`` 0 → 1); of two
         concurrent claims the second re-checks the committed row, finds 1, and matches nothing. A multiple-usage
@@ -767,7 +771,7 @@ class Store(ABC):
                     "SELECT id FROM codes WHERE program_id = $1 AND code_key = $2", program_id, key
                 )
                 if exists is None:
-                    outcome = await self._import_one(conn, program_id, code, key, at)
+                    outcome = await self._import_one(conn, program_id, code, key, at, case_sensitive)
                     if outcome is not Outcome.DONE:
                         return outcome
             if multiple_usage:
@@ -799,12 +803,10 @@ class Store(ABC):
                     return Outcome.DONE
             return _why_not_attached(await _code_state(conn, program_id, key, profile_pk), at)
 
-    async def _import_one(self, conn: Connection, program_id: int, code: str, key: str, at: int) -> Outcome:
-        program = await conn.fetchrow(
-            "UPDATE programs SET code_count = code_count WHERE id = $1 RETURNING code_count, codes_limit", program_id
-        )
-        if program is None:  # deleted since the service looked it up
-            raise NotFound(f"Program {program_id} not found")
+    async def _import_one(
+        self, conn: Connection, program_id: int, code: str, key: str, at: int, case_sensitive: bool | None
+    ) -> Outcome:
+        program = await _program_for_insert(conn, program_id, case_sensitive)
         if program["codes_limit"] is not None and program["code_count"] >= program["codes_limit"]:
             return Outcome.LIMIT_REACHED
         if await conn.insert_codes(program_id, [(code, key)], at):
@@ -917,6 +919,20 @@ class _Rollback(Exception):
 def field_text(value: Any) -> str:
     """The text a custom field is matched by: strings as they are, numbers and booleans as JSON writes them."""
     return value if isinstance(value, str) else msgspec.json.encode(value).decode()
+
+
+async def _program_for_insert(conn: Connection, program_id: int, case_sensitive: bool | None) -> Row:
+    """Lock the program row for an insert of codes (a no-op ``UPDATE``, held to commit: inserts into one program
+    and a change of its ``case_sensitive`` run one after the other) and return its count and limit."""
+    program = await conn.fetchrow(
+        "UPDATE programs SET code_count = code_count WHERE id = $1 RETURNING code_count, codes_limit, case_sensitive",
+        program_id,
+    )
+    if program is None:  # deleted since the service looked it up
+        raise NotFound(f"Program {program_id} not found")
+    if case_sensitive is not None and _flag(program["case_sensitive"]) != case_sensitive:
+        raise Conflict(f"Program {program_id} changed its case sensitivity meanwhile; nothing was imported, retry")
+    return program
 
 
 async def _bind(conn: Connection, code_id: int, profile_pk: int, at: int) -> None:
