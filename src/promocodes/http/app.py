@@ -184,7 +184,7 @@ async def _health(request: Request) -> Response:
 def create_app(settings: Settings | None = None, *, store: Store | None = None, migrate: bool = False) -> Starlette:
     """The ASGI application. ``promocodes serve`` migrates before starting workers; tests pass ``migrate=True``."""
     settings = settings or Settings.from_env()
-    store = store or open_store(settings.database_url, settings.pool_size)
+    store = store or open_store(settings.database_url, settings.pool_size, settings.db_timeout)
     api = Api(Services(store, settings.token_cache_seconds), settings)
 
     @asynccontextmanager

@@ -18,15 +18,16 @@ def sqlite_path(url: str) -> str | None:
     return rest[1:] or ":memory:"
 
 
-def open_store(url: str, pool_size: int = 10) -> Store:
-    """A store for the URL, not yet opened."""
+def open_store(url: str, pool_size: int = 10, timeout: float = 5.0) -> Store:
+    """A store for the URL, not yet opened. ``timeout``: seconds one operation may take, waiting for a connection
+    or a lock included; past it the operation fails with ``StorageUnavailable`` (503) instead of hanging."""
     path = sqlite_path(url)
     if path is not None:
         from promocodes.store.sqlite import SqliteStore
 
-        return SqliteStore(path)
+        return SqliteStore(path, timeout=timeout)
     if url.startswith(("postgresql://", "postgres://")):
         from promocodes.store.postgres import PostgresStore
 
-        return PostgresStore(url, pool_size=pool_size)
+        return PostgresStore(url, pool_size=pool_size, timeout=timeout)
     raise BadRequest(f"Unsupported database URL {url!r}: use sqlite:///file.db or postgresql://user@host/dbname")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -29,7 +30,7 @@ from typing import Any, Concatenate, Literal, NamedTuple, ParamSpec, Protocol, T
 import msgspec
 
 from promocodes.domain.times import from_micros, to_micros
-from promocodes.errors import Conflict, NotFound
+from promocodes.errors import Conflict, NotFound, StorageUnavailable
 from promocodes.models import (
     PROGRAM_SETTINGS,
     Binding,
@@ -102,11 +103,64 @@ def operation(
     return run
 
 
+def read_operation(
+    method: Callable[Concatenate[S, Connection, P], Awaitable[T]],
+) -> Callable[Concatenate[S, P], Awaitable[T]]:
+    """Like :func:`operation`, for an operation that writes nothing: the adapter's ``_read`` may run it beside the
+    writes (SQLite: on a reader connection, so a long import does not hold up a ``get``)."""
+
+    @functools.wraps(method)
+    async def run(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._read(lambda conn: method(self, conn, *args, **kwargs))
+
+    return run
+
+
+#: the time a bulk operation may take beyond the timeout, per row it is given: a 1M-code import is a long single
+#: transaction by nature (seconds, not a hang), and bounding it by the timeout alone would make it always fail
+BULK_SECONDS_PER_ROW = 1e-4
+R = TypeVar("R")
+
+
+def bulk_operation(
+    method: Callable[Concatenate[S, Connection, int, Sequence[R], P], Awaitable[T]],
+) -> Callable[Concatenate[S, int, Sequence[R], P], Awaitable[T]]:
+    """Like :func:`operation`, for ``op(self, conn, owner_id, rows, ...)`` whose work grows with ``rows``: the
+    operation is allowed ``BULK_SECONDS_PER_ROW`` more per row. Waiting (for a connection, a queue, a lock) is part
+    of the same budget, so it stays bounded."""
+
+    @functools.wraps(method)
+    async def run(self: S, owner_id: int, rows: Sequence[R], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._run(
+            lambda conn: method(self, conn, owner_id, rows, *args, **kwargs),
+            extra_time=len(rows) * BULK_SECONDS_PER_ROW,
+        )
+
+    return run
+
+
 def vanished() -> Conflict:
     """For the adapters: a foreign key failed because a row the operation refers to (a profile, a program) was
     deleted by a concurrent request after the service looked it up. The transaction rolled back; a retry answers
     with the proper 404."""
     return Conflict("An object this request refers to was deleted meanwhile; nothing was changed")
+
+
+logger = logging.getLogger("promocodes")
+
+
+def timed_out(seconds: float) -> StorageUnavailable:
+    """For the adapters: the 503 of an operation that did not finish within its time. The text is a plain
+    sentence; what was waited for goes to the log."""
+    logger.warning("A database operation did not finish within %.3g s", seconds)
+    return StorageUnavailable("The database did not answer in time; retry later")
+
+
+def unavailable(error: BaseException) -> StorageUnavailable:
+    """For the adapters: the 503 of a driver failure. The driver's message can name hosts, rows ("DETAIL: …"),
+    errno values or savepoints: it goes to the log with its type, never to the client."""
+    logger.warning("The database is unavailable: %s: %s", type(error).__name__, error)
+    return StorageUnavailable("The database is unavailable; retry later")
 
 
 def _flag(value: Any) -> bool:
@@ -321,8 +375,18 @@ class Store(ABC):
         """Apply the migrations not applied yet, each in its own transaction; return their names."""
 
     @abstractmethod
-    async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
-        """Run one operation on a connection of this adapter, mapping driver failures to the error tree."""
+    async def _run(self, work: Callable[[Connection], Awaitable[T]], extra_time: float = 0.0) -> T:
+        """Run one operation on a connection of this adapter, mapping driver failures to the error tree.
+
+        The whole of it — waiting for a connection or a lock included — is bounded by the store's timeout (plus
+        ``extra_time``); past it the caller gets :class:`StorageUnavailable`, never a hang. A 503 means "maybe not
+        applied, safe to retry": each adapter rolls back what it can, but an operation whose commit was already on
+        its way may have been applied, and every operation is written so that running it again is harmless (a
+        state change is a conditional statement: a second activate is a 409, a re-imported code a duplicate)."""
+
+    async def _read(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run an operation that writes nothing; by default like any other (PostgreSQL reads beside writers)."""
+        return await self._run(work)
 
     # --- accounts and tokens ----------------------------------------------------------------------------------
 
@@ -338,7 +402,7 @@ class Store(ABC):
             account_id: int = await conn.fetchval("SELECT id FROM accounts WHERE name = $1", name)
             return account_id
 
-    @operation
+    @read_operation
     async def find_account(self, conn: Connection, name: str) -> int | None:
         account_id: int | None = await conn.fetchval("SELECT id FROM accounts WHERE name = $1", name)
         return account_id
@@ -359,7 +423,7 @@ class Store(ABC):
             )
             return _token(row)
 
-    @operation
+    @read_operation
     async def principal_for(self, conn: Connection, token_hash: str) -> Principal | None:
         row = await conn.fetchrow(
             "SELECT id, account_id, role FROM tokens WHERE token_hash = $1 AND revoked IS NULL", token_hash
@@ -368,7 +432,7 @@ class Store(ABC):
             return None
         return Principal(account_id=row["account_id"], role=Role(row["role"]), token_id=row["id"])
 
-    @operation
+    @read_operation
     async def list_tokens(self, conn: Connection, account_id: int) -> list[TokenInfo]:
         rows = await conn.fetch("SELECT * FROM tokens WHERE account_id = $1 ORDER BY id", account_id)
         return [_token(row) for row in rows]
@@ -385,7 +449,7 @@ class Store(ABC):
             )
             return None if row is None else _token(row)
 
-    @operation
+    @read_operation
     async def count_tokens(self, conn: Connection) -> int:
         count: int = await conn.fetchval("SELECT count(*) FROM tokens")
         return count
@@ -409,7 +473,7 @@ class Store(ABC):
             )
             return _program(row)
 
-    @operation
+    @read_operation
     async def get_program(self, conn: Connection, account_id: int, program_id: int) -> Program | None:
         """The program, or None when it does not exist OR belongs to another account (the two look alike)."""
         row = await conn.fetchrow(
@@ -417,13 +481,13 @@ class Store(ABC):
         )
         return None if row is None else _program(row)
 
-    @operation
+    @read_operation
     async def program_account(self, conn: Connection, program_id: int) -> int | None:
         """The account owning a program, for the command line, which acts for whichever account that is."""
         account_id: int | None = await conn.fetchval("SELECT account_id FROM programs WHERE id = $1", program_id)
         return account_id
 
-    @operation
+    @read_operation
     async def list_programs(self, conn: Connection, account_id: int) -> list[Program]:
         rows = await conn.fetch(
             f"SELECT {_PROGRAM_COLUMNS} FROM programs WHERE account_id = $1 ORDER BY id", account_id
@@ -505,7 +569,7 @@ class Store(ABC):
             )
             return False if exists else None
 
-    @operation
+    @read_operation
     async def program_stats(self, conn: Connection, program_id: int, now: datetime) -> ProgramStats:
         at = to_micros(now)
         async with conn.transaction():
@@ -548,19 +612,19 @@ class Store(ABC):
             )
             return Database(id=row["id"], name=row["name"], created=_time(row["created"]))
 
-    @operation
+    @read_operation
     async def list_databases(self, conn: Connection, account_id: int) -> list[Database]:
         rows = await conn.fetch("SELECT id, name, created FROM databases WHERE account_id = $1 ORDER BY id", account_id)
         return [Database(id=row["id"], name=row["name"], created=_time(row["created"])) for row in rows]
 
-    @operation
+    @read_operation
     async def get_database(self, conn: Connection, account_id: int, database_id: int) -> Database | None:
         row = await conn.fetchrow(
             "SELECT id, name, created FROM databases WHERE id = $1 AND account_id = $2", database_id, account_id
         )
         return None if row is None else Database(id=row["id"], name=row["name"], created=_time(row["created"]))
 
-    @operation
+    @read_operation
     async def find_profiles(self, conn: Connection, database_id: int, match: Match, limit: int = 2) -> list[Profile]:
         """Profiles of the database that the match names; ``limit`` 2 is enough to tell "one" from "several"."""
         return await _find_profiles(conn, database_id, match, limit)
@@ -653,7 +717,7 @@ class Store(ABC):
 
     # --- codes ------------------------------------------------------------------------------------------------
 
-    @operation
+    @bulk_operation
     async def import_codes(
         self,
         conn: Connection,
@@ -694,7 +758,7 @@ class Store(ABC):
                 )
             return ImportOutcome(inserted=frozenset(inserted), considered=considered)
 
-    @operation
+    @read_operation
     async def code_state(
         self, conn: Connection, program_id: int, key: str, profile_pk: int | None = None
     ) -> CodeState | None:
@@ -874,7 +938,7 @@ class Store(ABC):
         except _Rollback as rollback:
             return rollback.outcome
 
-    @operation
+    @read_operation
     async def export_page(self, conn: Connection, program_id: int, after_id: int, limit: int) -> list[ExportedCode]:
         """One page of the program's codes in creation order, after ``after_id`` (keyset paging: no cursor is
         held between pages, so an export of millions of codes needs neither a long transaction nor memory)."""

@@ -3,10 +3,20 @@
 Concurrency comes from PostgreSQL itself: the shared operations use conditional ``UPDATE`` statements, whose row
 locks and READ COMMITTED re-evaluation make each state change happen once, and ``FOR UPDATE SKIP LOCKED`` when
 many requests pick from one pool of free codes at the same moment (see the docstrings in ``store.base``).
+
+Timeouts: one operation — waiting for a pooled connection, for a row another transaction holds, for a server that
+stopped answering — is bounded by ``timeout`` seconds as a whole (``asyncio.timeout`` around it), and asyncpg's own
+limits back that up: the connect timeout, ``acquire(timeout=)``, and a per-statement timeout of what is left of the
+operation's time (``command_timeout`` for the statements asyncpg issues itself, such as ``BEGIN``/``COMMIT``).
+A connection abandoned mid-operation is terminated, never returned to the pool: its transaction may still be open
+and its protocol mid-message. Terminating it closes the socket, and the server rolls back whatever it had not
+committed — so a 503 means "maybe not applied": not applied, unless the ``COMMIT`` itself was already sent, which is
+why the operations are written to be safe to run twice (see ``Store._run``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar, cast
@@ -14,14 +24,15 @@ from typing import Any, TypeVar, cast
 import asyncpg
 
 from promocodes.domain.times import to_micros, utcnow
-from promocodes.errors import StorageUnavailable
-from promocodes.store.base import Connection, Row, Store, vanished
+from promocodes.store.base import Connection, Row, Store, timed_out, unavailable, vanished
 from promocodes.store.migrations import CREATE_VERSIONS_TABLE, migration_files
 
 T = TypeVar("T")
 
 # Any id will do, as long as every process migrating this database uses the same one.
 _MIGRATION_LOCK_ID = 0x70726F6D6F
+# Migrations run once, at start, and may rewrite big tables: they get their own, generous bound.
+MIGRATION_TIMEOUT = 600.0
 
 # Failures after which the transaction is gone and a retry is safe: 503, not 500.
 _UNAVAILABLE = (
@@ -30,6 +41,8 @@ _UNAVAILABLE = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.TransactionRollbackError,  # deadlock or serialization failure: rolled back whole
+    asyncpg.exceptions.QueryCanceledError,  # a server-side statement_timeout or a cancel request
+    asyncpg.exceptions.LockNotAvailableError,  # a server-side lock_timeout
 )
 
 
@@ -43,20 +56,25 @@ class PostgresConnection:
     share_row = " FOR KEY SHARE"
     lock_for_delete = " FOR UPDATE"
 
-    def __init__(self, raw: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> None:
+    def __init__(self, raw: asyncpg.pool.PoolConnectionProxy[asyncpg.Record], deadline: float) -> None:
         self._raw = raw
+        self._deadline = deadline  # on the event loop's clock: when the operation's time runs out
+
+    def _left(self) -> float:
+        """What is left of the operation's time, for the statement about to run (asyncpg then cancels it itself)."""
+        return max(self._deadline - asyncio.get_running_loop().time(), 0.001)
 
     async def lock_key(self, key: int) -> None:
         await self._raw.execute("SELECT pg_advisory_xact_lock($1)", key)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._raw.fetch(sql, *args)
+        return await self._raw.fetch(sql, *args, timeout=self._left())
 
     async def fetchrow(self, sql: str, *args: Any) -> Row:
-        return await self._raw.fetchrow(sql, *args)
+        return await self._raw.fetchrow(sql, *args, timeout=self._left())
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await self._raw.fetchval(sql, *args)
+        return await self._raw.fetchval(sql, *args, timeout=self._left())
 
     def transaction(self) -> AbstractAsyncContextManager[None]:
         return cast(AbstractAsyncContextManager[None], self._raw.transaction())
@@ -71,57 +89,98 @@ class PostgresConnection:
             [code for code, _ in rows],
             [key for _, key in rows],
             created,
+            timeout=self._left(),
         )
         return {row["code_key"] for row in inserted}
 
 
 class PostgresStore(Store):
-    def __init__(self, dsn: str, pool_size: int = 10) -> None:
+    def __init__(self, dsn: str, pool_size: int = 10, timeout: float = 5.0) -> None:
         self.dsn = dsn
         self.pool_size = pool_size
+        self.timeout = timeout
         self._pool: asyncpg.Pool | None = None
 
     async def open(self) -> None:
+        """Connect the pool's first connection, within the timeout (a frozen server must not stall the start)."""
         try:
-            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
+            async with asyncio.timeout(self.timeout):
+                self._pool = await asyncpg.create_pool(
+                    self.dsn,
+                    min_size=1,
+                    max_size=self.pool_size,
+                    timeout=self.timeout,  # connect
+                    command_timeout=self.timeout,  # the statements asyncpg issues on its own (BEGIN, COMMIT, reset)
+                )
+        except TimeoutError:
+            raise timed_out(self.timeout) from None
         except _UNAVAILABLE as error:
-            raise StorageUnavailable(f"PostgreSQL: {error}") from error
+            raise unavailable(error) from error
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-    async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
-        assert self._pool is not None, "the store is not open"
+        """Close the pool gracefully within the timeout; past it (a frozen server never answers the goodbye),
+        terminate every connection: shutting down must not hang either."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
         try:
-            async with self._pool.acquire() as raw:
-                return await work(PostgresConnection(raw))
+            async with asyncio.timeout(self.timeout):
+                await pool.close()
+        except (TimeoutError, *_UNAVAILABLE):
+            pool.terminate()
+
+    async def _run(self, work: Callable[[Connection], Awaitable[T]], extra_time: float = 0.0) -> T:
+        """One pooled connection for the operation, the whole bounded by ``timeout + extra_time``.
+
+        Lock: none of its own; the pool hands each operation a connection of its own (waiting at most the
+        operation's time for one), and the row locks the operation takes live in its transaction, released at its
+        end — or, when the time runs out, when the terminated connection's transaction is rolled back."""
+        assert self._pool is not None, "the store is not open"
+        budget = self.timeout + extra_time
+        deadline = asyncio.get_running_loop().time() + budget
+        try:
+            async with asyncio.timeout(budget):
+                async with self._pool.acquire(timeout=budget) as raw:
+                    try:
+                        return await work(PostgresConnection(raw, deadline))
+                    except (asyncio.CancelledError, TimeoutError):
+                        # Abandoned mid-statement (our deadline, a statement timeout, or the caller went away):
+                        # the connection may hold an open transaction and half a protocol exchange. Close the
+                        # socket; the server rolls the transaction back, and the pool opens a fresh connection.
+                        raw.terminate()
+                        raise
+        except TimeoutError:
+            raise timed_out(budget) from None
         except _UNAVAILABLE as error:
-            raise StorageUnavailable(f"PostgreSQL: {error}") from error
+            raise unavailable(error) from error
         except asyncpg.ForeignKeyViolationError as error:
             raise vanished() from error
 
     async def migrate(self) -> list[str]:
         async def apply(conn: Connection) -> list[str]:
-            raw = cast(PostgresConnection, conn)._raw
+            pg = cast(PostgresConnection, conn)
+            raw = pg._raw
             applied_now: list[str] = []
             async with raw.transaction():
                 # Several processes may start at once; the first migrates, the others wait and find it done.
-                await raw.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_ID)
-                await raw.execute(CREATE_VERSIONS_TABLE)
-                done = {row["version"] for row in await raw.fetch("SELECT version FROM schema_migrations")}
+                await raw.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_ID, timeout=pg._left())
+                await raw.execute(CREATE_VERSIONS_TABLE, timeout=pg._left())
+                done = {
+                    row["version"]
+                    for row in await raw.fetch("SELECT version FROM schema_migrations", timeout=pg._left())
+                }
                 for version, sql in migration_files("postgres"):
                     if version in done:
                         continue
                     async with raw.transaction():  # a savepoint: one migration, all or nothing
-                        await raw.execute(sql)
+                        await raw.execute(sql, timeout=pg._left())
                         await raw.execute(
                             "INSERT INTO schema_migrations (version, applied) VALUES ($1, $2)",
                             version,
                             to_micros(utcnow()),
+                            timeout=pg._left(),
                         )
                     applied_now.append(version)
             return applied_now
 
-        return await self._run(apply)
+        return await self._run(apply, extra_time=MIGRATION_TIMEOUT)
