@@ -23,6 +23,7 @@ from starlette.routing import Route
 from promocodes.config import Settings
 from promocodes.errors import BadRequest, MethodNotAllowed, PayloadTooLarge, PromocodeError, RouteNotFound
 from promocodes.http.decoding import body_kind, decode_body, wrap_arrays
+from promocodes.http.openapi import OPENAPI_PATH, openapi_endpoint
 from promocodes.http.ratelimit import RateLimiter
 from promocodes.http.responses import choose_format, failure, success, unexpected
 from promocodes.http.routes import METHODS, Method
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
 
     routes = [Route(method.path, api.endpoint(method), methods=["POST"]) for method in METHODS]
     routes.append(Route("/healthz", _health, methods=["GET"]))
+    routes.append(Route(OPENAPI_PATH, openapi_endpoint, methods=["GET"]))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
