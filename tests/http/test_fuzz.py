@@ -16,6 +16,7 @@ every time. Each collects every distinct failure before asserting, so one run re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -44,7 +45,9 @@ from promocodes.http.app import create_app
 from promocodes.http.openapi import OPENAPI_PATH
 from promocodes.http.routes import METHODS, Method
 from promocodes.models import Role
-from tests.conftest import Api, issue_token
+from promocodes.service import Services
+from promocodes.store import open_store
+from tests.conftest import Api
 
 # Examples per operation. Together both fuzzers stay well under a minute per adapter on a small machine.
 SCHEMATHESIS_POSITIVE = 12
@@ -101,8 +104,7 @@ class World:
         if path.endswith("/tokens/revoke") and isinstance(answer, dict) and answer.get("error") == 0:
             data = answer.get("data")
             if isinstance(data, dict) and data.get("id") == self.token_id:
-                self.token = issue_token(self.url, "default", Role.ADMIN)
-                self.token_id += 1_000_000  # unknown from here on; the new token is never revoked by id guess
+                self.token, self.token_id = issue_admin_token(self.url)
 
     def report(self) -> str:
         return "\n\n".join(
@@ -145,8 +147,25 @@ def server_faults() -> Iterator[ServerFaults]:
         logger.removeHandler(handler)
 
 
+def issue_admin_token(database_url: str) -> tuple[str, int]:
+    """An admin token of the account ``default`` and its id, made through a separate connection."""
+
+    async def issue() -> tuple[str, int]:
+        store = open_store(database_url)
+        await store.open()
+        try:
+            await store.migrate()
+            view = await Services(store).tokens.issue("default", Role.ADMIN)
+        finally:
+            await store.close()
+        assert isinstance(view.token, str)
+        return view.token, view.id
+
+    return asyncio.run(issue())
+
+
 def build_world(settings_: Settings) -> World:
-    token = issue_token(settings_.database_url, "default", Role.ADMIN)
+    token, token_id = issue_admin_token(settings_.database_url)
     with TestClient(create_app(settings_, migrate=True)) as client:
         api = Api(client, settings_.database_url, token)
         personal = api.program(name="Fuzz personal")
@@ -164,8 +183,7 @@ def build_world(settings_: Settings) -> World:
         api.ok("promocodes/attach", loyalty_id=personal, db_id=db_id, email=emails[0], code="FUZZ-3")
         api.ok("promocodes/activate", loyalty_id=personal, code="FUZZ-3")
         spare = api.ok("tokens/create", role="read", name="spare")["id"]
-        (mine,) = [t["id"] for t in api.ok("tokens/list") if t["role"] == "admin"]
-    return World(settings_.database_url, token, mine, [personal, universal], db_id, codes, emails, spare)
+    return World(settings_.database_url, token, token_id, [personal, universal], db_id, codes, emails, spare)
 
 
 def run_order(methods: tuple[Method, ...]) -> list[Method]:
@@ -237,15 +255,11 @@ def _code_length(template: str) -> int:
     return len(re.sub(r"\\(.)", r"\1", template))
 
 
-# Answers that only show what other calls stored: checking them too would report each finding again.
-READS = ("/list", "/get", "/export_all")
-
-
 def accepted_data_problems(path: str, answer: Any) -> list[str]:
     """What a successful answer shows the server kept although the rules refuse it: a control character in a
     text field (only a description may hold tab, LF and CR), a template whose codes exceed 255 characters, a
     code longer than 255 characters."""
-    if not isinstance(answer, dict) or answer.get("error") != 0 or path.endswith(READS):
+    if not isinstance(answer, dict) or answer.get("error") != 0:
         return []
     data = answer.get("data")
     if path.endswith("/promocodes/import") and isinstance(data, list):
