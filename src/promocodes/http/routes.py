@@ -1,11 +1,12 @@
-"""Every API method: its path, the typed request it takes, what the token must be allowed to do, and the
-service call that answers it (spec 3 and 9.2). The pipeline that runs them is in ``promocodes.http.app``."""
+"""Every API method: its path, the typed request it takes, what the token must be allowed to do, the service call
+that answers it and the shape of its answer's ``data`` (spec 3 and 9.2). The pipeline that runs them is in
+``promocodes.http.app``; ``promocodes.http.openapi`` describes them from this same table."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -22,6 +23,10 @@ class Method:
     request: type[schemas.Request]
     capability: Capability
     handler: Handler
+    #: the type of the answer's ``data`` as the handler returns it (``None``: always null), for the OpenAPI document
+    response: Any
+    #: one line for the OpenAPI document
+    summary: str
     #: looks an object up by what the client sends (a code, a program): its misses count towards the failed
     #: look-up limit (429), which is what makes guessing codes slow (docs/api.md#rate-limits)
     guessable: bool = False
@@ -37,77 +42,174 @@ class Method:
 PROMOCODES = "/api/v1.1/promocodes"
 READ, WRITE = Capability.READ_CODES, Capability.WRITE_CODES
 
+# `programs/get` answers the program with its statistics, which the other program answers leave out.
+ProgramWithStats = Annotated[schemas.ProgramView, msgspec.Meta(extra_json_schema={"required": ["stats"]})]
+
 METHODS: tuple[Method, ...] = (
-    Method(f"{PROMOCODES}/import", schemas.ImportRequest, WRITE, lambda s, p, r: s.promocodes.import_codes(p, r)),
-    Method(f"{PROMOCODES}/get", schemas.CodeRequest, READ, lambda s, p, r: s.promocodes.get(p, r), guessable=True),
+    Method(
+        f"{PROMOCODES}/import",
+        schemas.ImportRequest,
+        WRITE,
+        lambda s, p, r: s.promocodes.import_codes(p, r),
+        response=schemas.ImportResult,
+        summary="Import codes into a program; each item is answered on its own",
+    ),
+    Method(
+        f"{PROMOCODES}/get",
+        schemas.CodeRequest,
+        READ,
+        lambda s, p, r: s.promocodes.get(p, r),
+        response=schemas.CodeReport,
+        summary="Read one code's state",
+        guessable=True,
+    ),
     Method(
         f"{PROMOCODES}/activate",
         schemas.ActivateRequest,
         WRITE,
         lambda s, p, r: s.promocodes.activate(p, r),
+        response=None,
+        summary="Redeem an attached code (a second activation is refused)",
         guessable=True,
     ),
     Method(
-        f"{PROMOCODES}/update", schemas.UpdateRequest, WRITE, lambda s, p, r: s.promocodes.update(p, r), guessable=True
+        f"{PROMOCODES}/update",
+        schemas.UpdateRequest,
+        WRITE,
+        lambda s, p, r: s.promocodes.update(p, r),
+        response=None,
+        summary="Change a code's expiry and/or activation, all or nothing",
+        guessable=True,
     ),
     Method(
-        f"{PROMOCODES}/attach", schemas.AttachRequest, WRITE, lambda s, p, r: s.promocodes.attach(p, r), guessable=True
+        f"{PROMOCODES}/attach",
+        schemas.AttachRequest,
+        WRITE,
+        lambda s, p, r: s.promocodes.attach(p, r),
+        response=schemas.AttachResult,
+        summary="Bind the named code, or a free one from the pool, to a profile",
+        guessable=True,
     ),
     Method(
-        f"{PROMOCODES}/detach", schemas.DetachRequest, WRITE, lambda s, p, r: s.promocodes.detach(p, r), guessable=True
+        f"{PROMOCODES}/detach",
+        schemas.DetachRequest,
+        WRITE,
+        lambda s, p, r: s.promocodes.detach(p, r),
+        response=None,
+        summary="Unbind a code from a profile",
+        guessable=True,
     ),
-    Method(f"{PROMOCODES}/export_all", schemas.ProgramRef, READ, lambda s, p, r: s.promocodes.export(p, r)),
+    Method(
+        f"{PROMOCODES}/export_all",
+        schemas.ProgramRef,
+        READ,
+        lambda s, p, r: s.promocodes.export(p, r),
+        response=list[schemas.ExportItem],
+        summary="Every code of a program, in creation order (streamed)",
+    ),
     # management (spec 9.2)
     Method(
         f"{PROMOCODES}/programs/create",
         schemas.ProgramCreate,
         Capability.MANAGE,
         lambda s, p, r: s.programs.create(p, r),
+        response=schemas.ProgramView,
+        summary="Create a program",
     ),
-    Method(f"{PROMOCODES}/programs/list", schemas.Empty, Capability.READ_CATALOG, lambda s, p, r: s.programs.list(p)),
     Method(
-        f"{PROMOCODES}/programs/get", schemas.ProgramRef, Capability.READ_CATALOG, lambda s, p, r: s.programs.get(p, r)
+        f"{PROMOCODES}/programs/list",
+        schemas.Empty,
+        Capability.READ_CATALOG,
+        lambda s, p, r: s.programs.list(p),
+        response=list[schemas.ProgramView],
+        summary="List the account's programs",
+    ),
+    Method(
+        f"{PROMOCODES}/programs/get",
+        schemas.ProgramRef,
+        Capability.READ_CATALOG,
+        lambda s, p, r: s.programs.get(p, r),
+        response=ProgramWithStats,
+        summary="Read a program with its code statistics",
     ),
     Method(
         f"{PROMOCODES}/programs/update",
         schemas.ProgramUpdate,
         Capability.MANAGE,
         lambda s, p, r: s.programs.update(p, r),
+        response=schemas.ProgramView,
+        summary="Change a program's settings",
     ),
     Method(
         f"{PROMOCODES}/programs/delete",
         schemas.ProgramDelete,
         Capability.MANAGE,
         lambda s, p, r: s.programs.delete(p, r),
+        response=None,
+        summary="Delete a program (refused while it holds attached codes, unless `force`)",
     ),
     Method(
         "/api/v1.1/databases/create",
         schemas.DatabaseCreate,
         Capability.MANAGE,
         lambda s, p, r: s.profiles.create_database(p, r),
+        response=schemas.DatabaseView,
+        summary="Create a profile database",
     ),
     Method(
-        "/api/v1.1/databases/list", schemas.Empty, Capability.READ_CATALOG, lambda s, p, r: s.profiles.list_databases(p)
+        "/api/v1.1/databases/list",
+        schemas.Empty,
+        Capability.READ_CATALOG,
+        lambda s, p, r: s.profiles.list_databases(p),
+        response=list[schemas.DatabaseView],
+        summary="List the account's profile databases",
     ),
     Method(
         "/api/v1.1/profiles/import",
         schemas.ProfileImport,
         Capability.WRITE_PROFILES,
         lambda s, p, r: s.profiles.import_profile(p, r),
+        response=schemas.ProfileCreated,
+        summary="Create a profile, or update the one that matches",
     ),
     Method(
         "/api/v1.1/profiles/get",
         schemas.ProfileRef,
         Capability.READ_PROFILES,
         lambda s, p, r: s.profiles.get_profile(p, r),
+        response=schemas.ProfileView,
+        summary="Read the profile that matches",
     ),
     Method(
         "/api/v1.1/profiles/delete",
         schemas.ProfileDelete,
         Capability.WRITE_PROFILES,
         lambda s, p, r: s.profiles.delete_profile(p, r),
+        response=None,
+        summary="Delete the profile that matches (refused while it holds codes, unless `force`)",
     ),
-    Method("/api/v1.1/tokens/create", schemas.TokenCreate, Capability.MANAGE, lambda s, p, r: s.tokens.create(p, r)),
-    Method("/api/v1.1/tokens/list", schemas.Empty, Capability.MANAGE, lambda s, p, r: s.tokens.list(p)),
-    Method("/api/v1.1/tokens/revoke", schemas.TokenRevoke, Capability.MANAGE, lambda s, p, r: s.tokens.revoke(p, r)),
+    Method(
+        "/api/v1.1/tokens/create",
+        schemas.TokenCreate,
+        Capability.MANAGE,
+        lambda s, p, r: s.tokens.create(p, r),
+        response=schemas.TokenView,
+        summary="Create a token; the only answer that shows it",
+    ),
+    Method(
+        "/api/v1.1/tokens/list",
+        schemas.Empty,
+        Capability.MANAGE,
+        lambda s, p, r: s.tokens.list(p),
+        response=list[schemas.TokenView],
+        summary="List the account's tokens (never the tokens themselves)",
+    ),
+    Method(
+        "/api/v1.1/tokens/revoke",
+        schemas.TokenRevoke,
+        Capability.MANAGE,
+        lambda s, p, r: s.tokens.revoke(p, r),
+        response=schemas.TokenView,
+        summary="Revoke a token",
+    ),
 )
