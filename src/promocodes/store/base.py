@@ -51,6 +51,7 @@ from promocodes.models import (
 
 Row = Any  # sqlite3.Row and asyncpg.Record: both index by column name
 T = TypeVar("T")
+R = TypeVar("R")
 P = ParamSpec("P")
 S = TypeVar("S", bound="Store")
 
@@ -119,7 +120,6 @@ def read_operation(
 #: the time a bulk operation may take beyond the timeout, per row it is given: a 1M-code import is a long single
 #: transaction by nature (seconds, not a hang), and bounding it by the timeout alone would make it always fail
 BULK_SECONDS_PER_ROW = 1e-4
-R = TypeVar("R")
 
 
 def bulk_operation(

@@ -11,7 +11,8 @@ operation's time (``command_timeout`` for the statements asyncpg issues itself, 
 A connection abandoned mid-operation is terminated, never returned to the pool: its transaction may still be open
 and its protocol mid-message. Terminating it closes the socket, and the server rolls back whatever it had not
 committed — so a 503 means "maybe not applied": not applied, unless the ``COMMIT`` itself was already sent, which is
-why the operations are written to be safe to run twice (see ``Store._run``).
+why the operations are written to be safe to run twice (see ``Store._run``). (A server process stuck waiting for a
+lock notices the closed socket only once it gets the lock; it then rolls back at once.)
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ in-memory database lives in one connection only, so there every read runs on the
 Timeouts: a caller waits at most ``timeout`` seconds (more for a bulk import, see ``store.base``) for its answer,
 then gets :class:`~promocodes.errors.StorageUnavailable`. An operation still queued then is cancelled and never
 runs; one that had already started cannot be stopped halfway (SQLite runs it synchronously) — it finishes, and
-commits with its group: that is why a 503 means "maybe applied, safe to retry". ``busy_timeout`` (how long a
+commits with its group: that is why a 503 means "maybe not applied, safe to retry". ``busy_timeout`` (how long a
 connection waits for another process's write lock) is the same ``timeout``, so the writer never blocks longer on a
 lock than a caller waits. Writes queued behind a long one (a big import) wait for it, and past the timeout answer
 503 without running: import big files in chunks (the command line does, 10,000 codes per transaction).
