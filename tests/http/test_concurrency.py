@@ -57,9 +57,11 @@ def _free_port() -> int:
 def _environment() -> dict[str, str]:
     """The test's environment without any PROMOCODES_* setting (no rate limit, no stray database URL), and with
     kept-alive connections held longer than the client keeps them: on a loaded machine the client may read an
-    answer seconds after it was sent, and must never reuse a connection the server is closing at that moment."""
+    answer seconds after it was sent, and must never reuse a connection the server is closing at that moment.
+    The database timeout is long too: these tests are about correctness under contention, and on a loaded machine
+    hundreds of queued operations may wait longer than the default 5 s (a 503 there is the timeout working)."""
     environment = {name: value for name, value in os.environ.items() if not name.startswith("PROMOCODES_")}
-    return {**environment, "PROMOCODES_KEEP_ALIVE_TIMEOUT": "60"}
+    return {**environment, "PROMOCODES_KEEP_ALIVE_TIMEOUT": "60", "PROMOCODES_DB_TIMEOUT": "60"}
 
 
 def _create_token(database_url: str) -> str:
