@@ -203,3 +203,10 @@ def test_serve_takes_every_setting_from_the_environment(database_url: str, monke
     code, _, err = run(database_url, "serve", "--port", str(port))
     assert code == 0, err
     assert (started[0].pool_size, started[0].db_timeout) == (50, 0.5)
+
+
+def test_an_unsupported_database_url_is_shown_without_its_password() -> None:
+    result = runner.invoke(app, ["migrate", "--database-url", "mysql://app:s3cret-pw@localhost/x"])
+    assert result.exit_code == 1
+    assert "mysql://app:***@localhost/x" in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout

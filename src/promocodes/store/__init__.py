@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from promocodes.config import mask_password
 from promocodes.errors import BadRequest
 from promocodes.store.base import Store
 
@@ -30,4 +31,5 @@ def open_store(url: str, pool_size: int = 10, timeout: float = 5.0) -> Store:
         from promocodes.store.postgres import PostgresStore
 
         return PostgresStore(url, pool_size=pool_size, timeout=timeout)
-    raise BadRequest(f"Unsupported database URL {url!r}: use sqlite:///file.db or postgresql://user@host/dbname")
+    shown = mask_password(url)  # `mysql://app:secret@db/x` must not print the secret
+    raise BadRequest(f"Unsupported database URL {shown!r}: use sqlite:///file.db or postgresql://user@host/dbname")
