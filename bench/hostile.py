@@ -5,7 +5,7 @@
 2. 16 concurrent 50 MB bodies with a wrong token in the `Authorization` header: the worker's peak RSS (VmHWM);
 3. `get` latency (p50, p99, max) while the same process imports 1,000,000 codes through the API.
 
-    .venv/bin/python bench/hostile.py [--skip-rss] [--codes 1000000]
+    .venv/bin/python bench/hostile.py [--skip-xml] [--skip-rss] [--skip-import] [--codes 1000000]
 
 Every step is bounded in time; the server is stopped at the end. Figures depend on the machine.
 """
@@ -153,7 +153,9 @@ async def get_during_import(base: str, token: str, codes: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--codes", type=int, default=1_000_000)
+    parser.add_argument("--skip-xml", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--skip-import", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{folder}/hostile.db"
@@ -174,15 +176,18 @@ def main() -> None:
                         break
                 except httpx2.TransportError:
                     time.sleep(0.1)
-            print("1. XML import, 320,000 <codes> elements, no token")
-            took, health = asyncio.run(xml_flood(base))
-            print(f"   answered in {took:.2f} s; /healthz waited at most {health * 1000:.0f} ms meanwhile")
+            if not args.skip_xml:
+                print("1. XML import, 320,000 <codes> elements, no token")
+                took, health = asyncio.run(xml_flood(base))
+                print(f"   answered in {took:.2f} s; /healthz waited at most {health * 1000:.0f} ms meanwhile")
             if not args.skip_rss:
                 before = peak_rss_mb(worker_pids(server.pid))
                 print("2. 16 concurrent 50 MB bodies with a wrong header token")
                 asyncio.run(big_bodies(base, 16, 50 << 20))
                 after = peak_rss_mb(worker_pids(server.pid))
                 print(f"   peak RSS of the server: {before:.0f} MB before, {after:.0f} MB after")
+            if args.skip_import:
+                return
             print(f"3. get while importing {args.codes:,} codes through the API (SQLite, same process)")
             latencies = sorted(asyncio.run(get_during_import(base, token, args.codes)))
             p99 = latencies[int(len(latencies) * 0.99) - 1]

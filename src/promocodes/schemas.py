@@ -160,7 +160,10 @@ class Response(msgspec.Struct, omit_defaults=True):
     """Base of the response structs; a field left UNSET is not sent at all."""
 
 
-class ImportItem(Response):
+class ImportItem(Response, gc=False):
+    """One item of import's answer. Holds only strings and numbers, so it need not be tracked by the garbage
+    collector: an answer of a million items would otherwise make full collections pause the whole process."""
+
     code: str
     error: int
     error_text: str
