@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import sqlite3
-import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -23,6 +21,7 @@ from promocodes.http.app import create_app
 from promocodes.models import Role
 from promocodes.store import sqlite_path
 from tests.conftest import GET_KEYS, Api, issue_token
+from tests.proxy import FreezingProxy
 
 SUCCESS = "Successful operation"
 FUTURE = "2999-01-01T00:00:00Z"
@@ -577,65 +576,16 @@ def test_rate_limit_is_http_429_per_token(database_url: str) -> None:
         assert set(statuses[:2]) == {200}
 
 
-class _Proxy:
-    """A TCP forwarder to PostgreSQL that can be cut, so that the storage becomes unreachable for real."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sockets: list[socket.socket] = []
-        self.threads: list[threading.Thread] = []
-        self.accepting = threading.Thread(target=self._accept, daemon=True)
-        self.accepting.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:  # the listener was shut down: cut
-                return
-            upstream = socket.create_connection(self.target)
-            self.sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                pump = threading.Thread(target=self._pump, args=(source, sink), daemon=True)
-                self.threads.append(pump)
-                pump.start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        """Refuse new connections and break the open ones."""
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-        self.accepting.join()
-        self.listener.close()
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        for pump in self.threads:
-            pump.join()
-        for sock in self.sockets:
-            sock.close()
-
-
 def test_unreachable_storage_is_http_503(postgres_url: str) -> None:
     """PostgreSQL behind a connection that is cut while the server runs: every request is a 503 until it is back."""
     url = urlsplit(postgres_url)
-    proxy = _Proxy(url.hostname or "127.0.0.1", url.port or 5432)
-    user = f"{url.username}:{url.password}@" if url.password else f"{url.username}@" if url.username else ""
-    via_proxy = urlunsplit(url._replace(netloc=f"{user}127.0.0.1:{proxy.port}"))
+    proxy = FreezingProxy(url.hostname or "127.0.0.1", url.port or 5432)
+    via_proxy = proxy.url(postgres_url)
     token = issue_token(postgres_url, "default", Role.ADMIN)
     with TestClient(create_app(Settings(database_url=via_proxy), migrate=True)) as client:
         headers = {"Authorization": f"Bearer {token}"}
         assert client.post("/api/v1.1/promocodes/programs/list", json={}, headers=headers).json()["error"] == 0
-        proxy.cut()
+        proxy.close()
         for _ in range(2):  # the broken connection, then a new one that is refused
             response = client.post("/api/v1.1/promocodes/programs/list", json={}, headers=headers)
             assert error_of(response, 503)[0] == 503
