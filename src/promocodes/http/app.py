@@ -37,7 +37,7 @@ from promocodes.http.routes import METHODS, Method
 from promocodes.models import Principal
 from promocodes.schemas import ImportResult
 from promocodes.service import Services
-from promocodes.service.auth import authorize, token_hash
+from promocodes.service.auth import authorize
 from promocodes.service.promocodes import IN_THREAD_ITEMS
 from promocodes.store import Store, open_store
 
@@ -138,7 +138,7 @@ class Api:
                     token = outside or (body_token if isinstance(body_token, str) else None)
                     if principal is None:
                         principal = await self.authenticate(token, address)
-                    self.limiter.check(token_hash(str(token)))
+                    self.limiter.check(f"token:{principal.token_id}")
                     authorize(principal, method.capability)
                     typed = _convert(params, method.request)
                     del params
