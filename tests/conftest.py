@@ -42,7 +42,18 @@ GET_KEYS = [
 
 POSTGRES_ADMIN_URL = os.environ.get("PROMOCODES_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ("sqlite", "postgres")
-_TABLES = "code_bindings, codes, profile_fields, profile_phones, profiles, databases, programs, tokens, accounts"
+# Children before parents, so that plain DELETEs empty them in order.
+_TABLES = (
+    "code_bindings",
+    "codes",
+    "profile_fields",
+    "profile_phones",
+    "profiles",
+    "databases",
+    "programs",
+    "tokens",
+    "accounts",
+)
 
 
 @pytest.fixture
@@ -90,14 +101,38 @@ def postgres_url() -> Iterator[str]:
 
 
 def _empty_postgres(url: str) -> None:
-    async def truncate() -> None:
+    """Empty every table and restart the ids, as a fresh database would have them. DELETE, not TRUNCATE: on tables
+    this small DELETE takes a few milliseconds where TRUNCATE takes a few hundred (it replaces every table's files),
+    and it runs before each of hundreds of tests."""
+
+    async def empty() -> None:
         conn = await asyncpg.connect(url)
         try:
-            await conn.execute(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE")
+            tables = {
+                row["tablename"]
+                for row in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            } - {"schema_migrations"}
+            assert tables == set(_TABLES), f"tests/conftest.py must empty every table; it lists {_TABLES}, has {tables}"
+            sequences = [
+                row["seq"]
+                for row in await conn.fetch(
+                    "SELECT pg_get_serial_sequence(table_name, 'id') AS seq FROM information_schema.columns "
+                    "WHERE table_schema = 'public' AND column_name = 'id'"
+                )
+                if row["seq"]
+            ]
+            await conn.execute(
+                "; ".join(
+                    [
+                        *(f"DELETE FROM {table}" for table in _TABLES),
+                        *(f"ALTER SEQUENCE {s} RESTART" for s in sequences),
+                    ]
+                )
+            )
         finally:
             await conn.close()
 
-    asyncio.run(truncate())
+    asyncio.run(empty())
 
 
 @pytest.fixture(params=BACKENDS)
