@@ -162,9 +162,11 @@ class Response(msgspec.Struct, omit_defaults=True):
     """Base of the response structs; a field left UNSET is not sent at all."""
 
 
+# Holds only strings and numbers, so it need not be tracked by the garbage collector: an answer of a million items
+# would otherwise make full collections pause the whole process. (The docstring is the description the OpenAPI
+# document and /docs show, so it speaks to clients only: docs/api.md#import has the rules.)
 class ImportItem(Response, gc=False):
-    """One item of import's answer. Holds only strings and numbers, so it need not be tracked by the garbage
-    collector: an answer of a million items would otherwise make full collections pause the whole process."""
+    """One item of import's answer: the code, and its own error (0 when stored) and text."""
 
     code: str
     error: int

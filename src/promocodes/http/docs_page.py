@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from importlib.resources import files
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -87,9 +88,7 @@ def _notes(schema: dict[str, Any]) -> str:
         if "minimum" in option:
             notes.append(f"at least {option['minimum']}")
     if "default" in schema:
-        default = schema["default"]
-        shown = "null" if default is None else "{}" if default == {} else repr(default) if default == "" else default
-        notes.append(f"default <code>{html.escape(str(shown))}</code>")
+        notes.append(f"default <code>{html.escape(msgspec.json.encode(schema['default']).decode())}</code>")
     return "; ".join(notes)
 
 
