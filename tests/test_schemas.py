@@ -1,5 +1,5 @@
 """Text fields refuse control characters at the door, dates outside years 1-9999 and over-long templates are 400:
-each used to be a 500 on PostgreSQL (NUL, overflow) or stored as is on SQLite (docs/api.md#limits)."""
+each used to be a 500 on PostgreSQL (NUL, overflow) or stored as is on SQLite (docs/api.md#limits-on-hostile-input)."""
 
 from __future__ import annotations
 

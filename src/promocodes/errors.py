@@ -1,8 +1,9 @@
 """The one error hierarchy of the server.
 
 Every failure a client can see is an instance of :class:`PromocodeError`. It carries the numeric ``error`` code of
-the Altcraft envelope (spec 8.2) and the HTTP status it travels with (spec 8.1.3: API-level outcomes ride on
-HTTP 200, transport failures keep a matching status). Exactly one place renders them: ``promocodes.http.responses``.
+the Altcraft envelope (docs/api.md#error-codes) and the HTTP status it travels with (docs/api.md#the-envelope:
+API-level outcomes ride on HTTP 200, transport failures keep a matching status). Exactly one place renders them:
+``promocodes.http.responses``.
 
     PromocodeError                      error   HTTP
     ├── BadRequest                        400    200   malformed body, missing or invalid field

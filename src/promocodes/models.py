@@ -16,7 +16,7 @@ class Role(enum.StrEnum):
 
 
 class Capability(enum.Enum):
-    """What an endpoint needs; each role grants a fixed set of these (spec 9.1)."""
+    """What an endpoint needs; each role grants a fixed set of these (docs/api.md#roles)."""
 
     READ_CODES = "read codes"
     WRITE_CODES = "change codes"
@@ -42,7 +42,7 @@ class Principal(msgspec.Struct, frozen=True):
 
 
 class Program(msgspec.Struct, frozen=True):
-    """A loyalty program (spec 8.4): the container a `loyalty_id` names."""
+    """A loyalty program (docs/api.md#program-settings): the container a `loyalty_id` names."""
 
     id: int
     account_id: int
@@ -62,7 +62,7 @@ class Program(msgspec.Struct, frozen=True):
     created: datetime
 
     def issuing_allowed(self, now: datetime) -> bool:
-        """Attach (which hands codes out) needs an active program inside its validity range (spec 8.5.5)."""
+        """Attach (which hands codes out) needs an active program inside its validity range (docs/api.md#attach)."""
         if not self.active:
             return False
         if self.valid_from is not None and now < self.valid_from:
@@ -89,7 +89,7 @@ PROGRAM_SETTINGS = (
 
 
 class ProgramStats(msgspec.Struct, frozen=True):
-    """Overlapping counts, as a user reads them (spec 8.6)."""
+    """Overlapping counts, as a user reads them (docs/api.md#program-statistics)."""
 
     total: int
     free: int

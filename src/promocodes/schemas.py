@@ -2,9 +2,9 @@
 
 The http layer decodes JSON, XML or form bodies into a plain mapping and converts it into one of the request
 structs below (``msgspec.convert(..., strict=False)``: a number may arrive as a decimal string, a boolean as
-``true``/``false``/``1``/``0``, spec 8.1.6); the service takes these structs and answers with the response structs,
-whose field order is the order the documented examples show (spec 8.1.4). Unknown fields are ignored, so an
-Altcraft client that sends more than we read still works. ``token`` and ``format`` are envelope parameters read by
+``true``/``false``/``1``/``0``, docs/api.md#values); the service takes these structs and answers with the response
+structs, whose field order is the order the documented examples show (docs/api.md#get). Unknown fields are ignored,
+so an Altcraft client that sends more than we read still works. ``token`` and ``format`` are envelope parameters read by
 the http layer, not fields of these structs.
 """
 
@@ -56,7 +56,8 @@ class CodeRequest(ProgramRef, kw_only=True):
 
 
 class ProfileSelector(Request, kw_only=True):
-    """The profile-matching fields of spec 2.8, shared by attach, detach, activate, update and the profile API."""
+    """The profile-matching fields (docs/api.md#profile-matching), shared by attach, detach, activate, update and
+    the profile API."""
 
     db_id: Id | None = None
     matching: Text | None = None
@@ -95,11 +96,12 @@ class DetachRequest(ProfileSelector, kw_only=True):
     code: Text
 
 
-# --- management API (spec 9.2) -----------------------------------------------------------------------------------
+# --- management API (docs/api.md#management-methods) ---------------------------------------------------------
 
 
 class ProgramSettings(Request, kw_only=True):
-    """Every setting of spec 8.4; UNSET means "not given" (create uses the defaults, update leaves it alone)."""
+    """Every setting of a program (docs/api.md#program-settings); UNSET means "not given" (create uses the
+    defaults, update leaves it alone)."""
 
     name: Text | UnsetType = UNSET
     short_name: Text | UnsetType = UNSET
@@ -160,9 +162,11 @@ class Response(msgspec.Struct, omit_defaults=True):
     """Base of the response structs; a field left UNSET is not sent at all."""
 
 
+# Holds only strings and numbers, so it need not be tracked by the garbage collector: an answer of a million items
+# would otherwise make full collections pause the whole process. (The docstring is the description the OpenAPI
+# document and /docs show, so it speaks to clients only: docs/api.md#import has the rules.)
 class ImportItem(Response, gc=False):
-    """One item of import's answer. Holds only strings and numbers, so it need not be tracked by the garbage
-    collector: an answer of a million items would otherwise make full collections pause the whole process."""
+    """One item of import's answer: the code, and its own error (0 when stored) and text."""
 
     code: str
     error: int
@@ -170,7 +174,8 @@ class ImportItem(Response, gc=False):
 
 
 class ImportResult(Response):
-    """Import answers with counters beside ``data`` (spec 3.1); the envelope puts them in alphabetical order."""
+    """Import answers with counters beside ``data`` (docs/api.md#import); the envelope puts them in alphabetical
+    order."""
 
     data: list[ImportItem]
     discarded_by_limit: int
@@ -178,8 +183,9 @@ class ImportResult(Response):
     inserted: int
 
 
+# docs/api.md#get. The docstring is the description the OpenAPI document gives, so it names no file.
 class CodeReport(Response):
-    """``get``'s data, keys in the documented order (spec 3.2); the last four only where they apply."""
+    """``get``'s data, keys in the documented order; the last four only where they apply."""
 
     created: str
     is_attached: bool
@@ -197,8 +203,9 @@ class CodeReport(Response):
     activated_count: int | UnsetType = UNSET
 
 
+# docs/api.md#export_all. The docstring is the description the OpenAPI document gives, so it names no file.
 class ExportItem(Response):
-    """One code of ``export_all``: timestamps only when set (spec 3.7)."""
+    """One code of ``export_all``: timestamps only when set."""
 
     code: str
     attached: str | UnsetType = UNSET

@@ -1,5 +1,5 @@
 """Bodies are bounded before they cost anything: a bad token outside the body is refused before a byte of it is
-read, the bytes held at once are bounded, and a trickling body is dropped (docs/api.md#limits)."""
+read, the bytes held at once are bounded, and a trickling body is dropped (docs/api.md#limits-on-hostile-input)."""
 
 from __future__ import annotations
 

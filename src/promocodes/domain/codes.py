@@ -1,4 +1,4 @@
-"""What a promo code is, and the ONE function every path uses to compare codes (spec 8.3)."""
+"""What a promo code is, and the ONE function every path uses to compare codes (docs/api.md#values)."""
 
 from __future__ import annotations
 

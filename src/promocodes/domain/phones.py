@@ -1,4 +1,4 @@
-"""Phone numbers compare by their digits alone (spec 8.5.11)."""
+"""Phone numbers compare by their digits alone (docs/api.md#profile-matching)."""
 
 from __future__ import annotations
 

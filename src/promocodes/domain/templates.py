@@ -1,5 +1,5 @@
-"""Generation templates (spec 9.3): ``#`` a digit, ``@`` an upper-case letter, ``?`` a letter or digit,
-``\\`` escapes the next character, everything else is literal."""
+"""Generation templates (docs/api.md#program-settings): ``#`` a digit, ``@`` an upper-case letter, ``?`` a letter
+or digit, ``\\`` escapes the next character, everything else is literal."""
 
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ from promocodes.config import Settings
 from promocodes.errors import BadRequest, MethodNotAllowed, NotFound, PromocodeError, RouteNotFound, Unauthorized
 from promocodes.http.bodies import BodyBudget, read_body
 from promocodes.http.decoding import body_kind, decode_body, wrap_arrays
+from promocodes.http.docs_page import docs_routes
 from promocodes.http.openapi import OPENAPI_PATH, openapi_endpoint
 from promocodes.http.ratelimit import FailureGuard, RateLimiter
 from promocodes.http.responses import choose_format, failure, success, unexpected
@@ -205,6 +206,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     routes = [Route(method.path, api.endpoint(method), methods=["POST"]) for method in METHODS]
     routes.append(Route("/healthz", _health, methods=["GET"]))
     routes.append(Route(OPENAPI_PATH, openapi_endpoint, methods=["GET"]))
+    routes.extend(docs_routes())
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -1,7 +1,7 @@
 """Reading request bodies with three bounds: size (413), time (408) and the bytes all requests hold at once (503).
 
 A client that sends nothing, or sends slowly, or many clients sending large bodies together, must not be able to
-hold the worker's memory or its event loop. docs/api.md#limits lists the settings.
+hold the worker's memory or its event loop. docs/api.md#limits-on-hostile-input lists the settings.
 """
 
 from __future__ import annotations

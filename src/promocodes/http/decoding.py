@@ -50,7 +50,7 @@ logger = logging.getLogger("promocodes")
 
 
 def body_kind(content_type: str | None, body: bytes) -> str:
-    """``json``, ``xml`` or ``form``: by ``Content-Type``; a body without one is sniffed (spec 8.1.1)."""
+    """``json``, ``xml`` or ``form``: by ``Content-Type``; a body without one is sniffed (docs/api.md#requests)."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media in XML_TYPES or media.endswith("+xml"):
         return "xml"

@@ -1,4 +1,4 @@
-"""The envelope out: ``{data, error, error_text}`` as JSON or XML (spec 2.4 and 8.1.4).
+"""The envelope out: ``{data, error, error_text}`` as JSON or XML (docs/api.md#the-envelope).
 
 JSON keeps the key order of the documented examples (the structs in ``promocodes.schemas`` are declared in that
 order); XML puts child elements in alphabetical order, writes an empty string or null as an empty element and an
@@ -59,7 +59,8 @@ def _xml_element(name: str, value: Any) -> Iterator[str]:
 
 
 async def stream_list(items: AsyncIterator[Any], fmt: str) -> AsyncIterator[bytes]:
-    """A success envelope whose ``data`` is a list written as it is produced: memory stays flat (spec 8.5.9).
+    """A success envelope whose ``data`` is a list written as it is produced: memory stays flat
+    (docs/api.md#export_all).
 
     Batches a few hundred items per chunk, so the socket sees few large writes rather than many tiny ones.
     """

@@ -21,8 +21,8 @@ SAFETY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosnif
 
 
 def choose_format(requested: Any, accept: str | None) -> str:
-    """Spec 8.1.2: the ``format`` parameter wins; else an ``Accept`` naming XML; else JSON. An unknown ``format``
-    is a 400 (answered in JSON, the documented default)."""
+    """The ``format`` parameter wins; else an ``Accept`` naming XML; else JSON (docs/api.md#answer-format). An
+    unknown ``format`` is a 400 (answered in JSON, the documented default)."""
     if requested is not None and requested != "":
         fmt = str(requested).strip().lower()
         if fmt not in FORMATS:

@@ -1,5 +1,6 @@
 """Every API method: its path, the typed request it takes, what the token must be allowed to do, the service call
-that answers it and the shape of its answer's ``data`` (spec 3 and 9.2). The pipeline that runs them is in
+that answers it and the shape of its answer's ``data`` (docs/api.md#promo-code-methods,
+docs/api.md#management-methods). The pipeline that runs them is in
 ``promocodes.http.app``; ``promocodes.http.openapi`` describes them from this same table."""
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ METHODS: tuple[Method, ...] = (
         response=list[schemas.ExportItem],
         summary="Every code of a program, in creation order (streamed)",
     ),
-    # management (spec 9.2)
+    # management (docs/api.md#management-methods)
     Method(
         f"{PROMOCODES}/programs/create",
         schemas.ProgramCreate,

@@ -3,8 +3,8 @@
 uvicorn closes idle keep-alive connections and our pipeline bounds the body (``promocodes.http.bodies``), but a
 client that sends its request line and headers a byte at a time holds a connection for as long as it likes
 ("slowloris"). :class:`HeaderTimeoutProtocol` gives every request ``header_timeout`` seconds from its first byte
-(or from the connection's opening) to its last header; past it the connection is closed. docs/api.md#limits says
-what a reverse proxy in front should bound as well.
+(or from the connection's opening) to its last header; past it the connection is closed.
+docs/api.md#behind-a-reverse-proxy says what a reverse proxy in front should bound as well.
 """
 
 from __future__ import annotations

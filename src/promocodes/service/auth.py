@@ -1,4 +1,4 @@
-"""Tokens: how they are made, stored (only as a hash) and checked, and what each role may do (spec 9.1)."""
+"""Tokens: how they are made, stored (only as a hash) and checked, and what each role may do (docs/api.md#roles)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Databases and profiles, and profile matching (spec 2.8 and 8.5.11)."""
+"""Databases and profiles, and profile matching (docs/api.md#profile-matching)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ _MODE_FIELDS = {
 }
 _MODE_FIELDS_ALL = {**_MODE_FIELDS, MatchMode.EMAIL_PROFILE: "email"}
 
-# A custom field's name is an element name in XML answers (spec 8.1.4), so it must be an XML 1.0 name
+# A custom field's name is an element name in XML answers (docs/api.md#profiles-import), so it must be an XML 1.0 name
 # (without ":", which XML reserves for namespaces).
 _NAME_START = (
     "A-Z_a-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u02ff\u0370-\u037d\u037f-\u1fff\u200c-\u200d"
@@ -75,7 +75,7 @@ def match_from(selector: ProfileSelector) -> Match:
 
 class ProfileLookup(NamedTuple):
     """A checked profile reference: the database and the match, built before any object is read, so that field
-    errors (400) come before missing objects (404), as spec 8.1.2 orders them."""
+    errors (400) come before missing objects (404), as docs/api.md#order-of-checks orders them."""
 
     database_id: int
     match: Match
@@ -115,7 +115,7 @@ class ProfileService:
         return database
 
     async def resolve(self, principal: Principal, lookup: ProfileLookup) -> Profile:
-        """The one profile the lookup names: 404 when none, 409 when several (spec 8.5.11)."""
+        """The one profile the lookup names: 404 when none, 409 when several (docs/api.md#profile-matching)."""
         database = await self.database(principal, lookup.database_id)
         found = await self.store.find_profiles(database.id, lookup.match)
         where = f"{describe(lookup.match)} in database {database.id}"

@@ -1,4 +1,5 @@
-"""Programs (the ``loyalty_id`` containers, spec 8.4) and their statistics (8.6)."""
+"""Programs (the ``loyalty_id`` containers, docs/api.md#program-settings) and their statistics
+(docs/api.md#program-statistics)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The seven promo-code operations and their rules (spec 3 and 8.3 to 8.5). No SQL here: the store makes each state
-change atomically and reports an :class:`~promocodes.models.Outcome`; this module decides what is allowed before
-asking, and what each outcome means to the caller."""
+"""The seven promo-code operations and their rules (docs/api.md#promo-code-methods). No SQL here: the store makes
+each state change atomically and reports an :class:`~promocodes.models.Outcome`; this module decides what is allowed
+before asking, and what each outcome means to the caller."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ IN_THREAD_ITEMS = 10_000  # import batches larger than this are judged and repor
 GENERATION_ATTEMPTS = 16  # a template at most 1/1000 full collides this often with odds below 1e-48
 
 
-# The error each refused write reports (spec 8.2: 404 for a missing code, 409 for a forbidding state).
+# The error each refused write reports (docs/api.md#error-codes: 404 for a missing code, 409 for a forbidding state).
 _REFUSALS: dict[Outcome, tuple[type[PromocodeError], str]] = {
     Outcome.NOT_ATTACHED: (Conflict, "Promo code is not attached to any profile"),
     Outcome.ATTACHED_ELSEWHERE: (Conflict, "Promo code is attached to another profile"),
@@ -68,7 +68,7 @@ class PromocodeService:
 
     async def _profile_pk(self, principal: Principal, program: Program, lookup: ProfileLookup | None) -> int | None:
         """The profile named by the request, if any. A universal code is activated per binding, so for a
-        ``multiple_usage`` program the profile is required (spec 8.5.12)."""
+        ``multiple_usage`` program the profile is required (docs/api.md#activate)."""
         if lookup is not None:
             return (await self.profiles.resolve(principal, lookup)).pk
         if program.multiple_usage:
@@ -78,14 +78,15 @@ class PromocodeService:
         return None
 
     async def _require_code(self, program: Program, code: str) -> None:
-        """404 for a code the program does not hold: objects are checked before their state (spec 8.1.2)."""
+        """404 for a code the program does not hold: objects are checked before their state
+        (docs/api.md#order-of-checks)."""
         if await self.store.code_state(program.id, code_key(code, program.case_sensitive)) is None:
             raise _fail(Outcome.NO_CODE, code, program.id)
 
     # --- import -------------------------------------------------------------------------------------------------
 
     async def import_codes(self, principal: Principal, request: ImportRequest) -> ImportResult:
-        """Each item is judged on its own and answered in input order (spec 3.1, 8.5.10); the request as a whole
+        """Each item is judged on its own and answered in input order (docs/api.md#import); the request as a whole
         succeeds. The second occurrence of a code in one request is a duplicate.
 
         A large batch is judged and reported in a worker thread: a million codes cost seconds of Python, which
@@ -113,7 +114,7 @@ class PromocodeService:
     # --- activate and update ------------------------------------------------------------------------------------
 
     async def activate(self, principal: Principal, request: ActivateRequest) -> None:
-        """Redeem a code (spec 8.5.1): attached, not activated, not expired, in an active program. A second
+        """Redeem a code (docs/api.md#activate): attached, not activated, not expired, in an active program. A second
         activation is 409, never a silent success, so a shop can refuse the discount."""
         code = clean_code(request.code)
         lookup = _optional_lookup(request)
@@ -127,7 +128,7 @@ class PromocodeService:
             raise _fail(outcome, code, program.id)
 
     async def update(self, principal: Principal, request: UpdateRequest) -> None:
-        """Change the expiry and/or the activation, all or nothing (spec 8.5.2)."""
+        """Change the expiry and/or the activation, all or nothing (docs/api.md#update)."""
         code = clean_code(request.code)
         activated = None if request.activated is msgspec.UNSET else request.activated
         set_expiry = request.expire_date is not msgspec.UNSET
@@ -157,7 +158,7 @@ class PromocodeService:
     # --- attach and detach --------------------------------------------------------------------------------------
 
     async def attach(self, principal: Principal, request: AttachRequest) -> AttachResult:
-        """Bind the named code, or one from the pool, to a profile (spec 8.5.3 to 8.5.6)."""
+        """Bind the named code, or one from the pool, to a profile (docs/api.md#attach)."""
         # An empty `<code/>` in XML or `code=` in a form means "no code", as an absent one does.
         code = clean_code(request.code) if request.code and request.code.strip(WHITE_SPACE) else None
         lookup = lookup_from(request)
@@ -215,7 +216,7 @@ class PromocodeService:
 
     async def detach(self, principal: Principal, request: DetachRequest) -> None:
         """Unbind a code from exactly the resolved profile; a redeemed code is a record and never returns to the
-        pool (spec 8.5.7)."""
+        pool (docs/api.md#detach)."""
         code = clean_code(request.code)
         lookup = lookup_from(request)
         program = await self.programs.program(principal, request.loyalty_id)
@@ -230,7 +231,7 @@ class PromocodeService:
 
     async def export(self, principal: Principal, request: ProgramRef) -> AsyncIterator[ExportItem]:
         """Check access now, then stream: the caller gets an iterator whose memory does not grow with the
-        program (spec 8.5.9)."""
+        program (docs/api.md#export_all)."""
         program = await self.programs.program(principal, request.loyalty_id)
         return _export_items(self.store, program.id)
 
@@ -306,7 +307,7 @@ def _optional_lookup(selector: ProfileSelector) -> ProfileLookup | None:
 
 
 def code_report(program: Program, state: CodeState, now: datetime) -> CodeReport:
-    """``get``'s answer (spec 3.2 and 8.5.8): ``expired`` equals ``expire_date`` once it has passed; a universal
+    """``get``'s answer (docs/api.md#get): ``expired`` equals ``expire_date`` once it has passed; a universal
     code shows its latest binding, is activated when any binding is, and adds the totals."""
     expired = state.is_expired(now)
     latest = state.latest

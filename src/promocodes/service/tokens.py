@@ -1,4 +1,4 @@
-"""Accounts and their tokens (spec 9.1 and 9.2): shown once, stored as a hash, revocable."""
+"""Accounts and their tokens (docs/api.md#tokens): shown once, stored as a hash, revocable."""
 
 from __future__ import annotations
 

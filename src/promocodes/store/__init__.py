@@ -1,4 +1,5 @@
-"""Storage: one interface (``base.Store``) and two adapters, chosen by the database URL (spec 8.7)."""
+"""Storage: one interface (``base.Store``) and two adapters, chosen by the database URL
+(``sqlite:///…`` or ``postgresql://…``)."""
 
 from __future__ import annotations
 

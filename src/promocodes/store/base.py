@@ -695,7 +695,7 @@ class Store(ABC):
                 await conn.fetchval(f"SELECT id FROM profiles WHERE id = $1{conn.lock_for_delete}", profile_pk)
                 if force:
                     # Only bindings that were never activated go: a redeemed code is a record and never returns
-                    # to the pool (spec 8.5.7), so a profile holding one stays, force or not.
+                    # to the pool (docs/api.md#detach), so a profile holding one stays, force or not.
                     await conn.fetch(
                         "UPDATE codes SET attached_count = attached_count - 1 WHERE id IN ("
                         "  SELECT code_id FROM code_bindings WHERE profile_pk = $1 AND activated IS NULL) RETURNING id",
@@ -791,7 +791,7 @@ class Store(ABC):
         activated: bool | None,
         now: datetime,
     ) -> Outcome:
-        """Change the expiry and/or the activation, all or nothing (spec 8.5.2).
+        """Change the expiry and/or the activation, all or nothing (docs/api.md#update).
 
         The new expiry is written first, so the activation is judged against it; when the activation then fails,
         the transaction rolls back and the expiry stays as it was. Locks: those of the two ``UPDATE`` statements;
