@@ -9,7 +9,6 @@ client should send — while the server stays lenient: numbers may come as decim
 from __future__ import annotations
 
 import functools
-import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -76,7 +75,8 @@ unknown token, 402 the program's code limit, 403 the token's role may not do thi
 503 storage unavailable (429 and 503 carry `Retry-After`).
 
 **The token** travels as `Authorization: Bearer <token>`, as the `token` member of the body, or as the `token`
-query parameter (discouraged: URLs end up in logs); the header wins, then the body, then the query string.
+query parameter (discouraged: URLs end up in logs); the header wins, then the query string, then the body
+(a token outside the body is checked before the body is read).
 """
 
 
@@ -226,14 +226,11 @@ def _operations_paths() -> dict[str, Any]:
     }
 
 
-_SPEC_REFERENCE = re.compile(r"\s*\(spec [^)]*\)")
-
-
 def _tidy(schema: Any) -> Any:
-    """Descriptions come from the structs' docstrings: drop the internal cross-references and reST quoting."""
+    """Descriptions come from the structs' docstrings: turn their reST quoting into Markdown's."""
     if isinstance(schema, dict):
         return {
-            key: _SPEC_REFERENCE.sub("", value).replace("``", "`")
+            key: value.replace("``", "`")
             if key == "description" and isinstance(value, str)  # not a field named `description`
             else _tidy(value)
             for key, value in schema.items()
