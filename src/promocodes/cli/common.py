@@ -50,17 +50,24 @@ __all__ = [
     "DEFAULT_DATABASE_URL",
     "Account",
     "AsJson",
+    "CannotOpen",
     "DatabaseUrl",
     "account_admin",
+    "check_sqlite_file",
     "command",
     "err",
     "fail",
+    "open_checked",
     "out",
     "print_json",
     "program_admin",
     "services",
     "sqlite_file",
 ]
+
+
+class CannotOpen(Exception):
+    """The database cannot be used as given: the message is the one line shown to the user (exit 1)."""
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -109,10 +116,6 @@ def sqlite_file(database_url: str) -> Path | None:
     if path is None or path == ":memory:":
         return None
     return Path(path).absolute()
-
-
-class CannotOpen(Exception):
-    """The database cannot be used as given: the message is the one line shown to the user (exit 1)."""
 
 
 def check_sqlite_file(database_url: str, create: bool) -> None:
