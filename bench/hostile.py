@@ -36,6 +36,8 @@ def free_port() -> int:
 
 
 def admin_token(url: str) -> str:
+    # `token create` uses a database and never creates one: `migrate` does.
+    subprocess.run([*PROMOCODES, "migrate", "--database-url", url], capture_output=True, check=True, timeout=120)
     done = subprocess.run(
         [*PROMOCODES, "token", "create", "--account", "default", "--role", "admin", "--json", "--database-url", url],
         capture_output=True,

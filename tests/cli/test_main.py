@@ -5,22 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from promocodes.cli.main import _prepare, app
 from promocodes.config import Settings
 from promocodes.service.auth import token_hash
 from promocodes.store import open_store
-
-runner = CliRunner()
-
-
-def run(database_url: str, *args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, [*args, "--database-url", database_url])
-    return result.exit_code, result.stdout, result.stderr
+from tests.cli.helpers import run, runner
 
 
 def principal_exists(database_url: str, token: str) -> bool:
@@ -52,15 +46,38 @@ def new_program(database_url: str, *options: str) -> int:
         ["token", "list"],
         ["program"],
         ["program", "create"],
+        ["token", "revoke"],
         ["program", "list"],
+        ["program", "get"],
+        ["program", "update"],
+        ["program", "delete"],
+        ["database"],
+        ["database", "create"],
+        ["database", "list"],
         ["import"],
         ["export"],
+        ["backup"],
+        ["status"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0
     assert "Usage" in result.stdout
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"promocodes {version('promocodes')}"
+
+
+def test_token_list_help_does_not_claim_to_create_the_account() -> None:
+    """It never did create one; the help said so."""
+    result = runner.invoke(app, ["token", "list", "--help"])
+    assert result.exit_code == 0
+    assert "created when missing" not in result.stdout
+    assert "must exist" in result.stdout
 
 
 def test_token_create_json_prints_a_working_token(database_url: str) -> None:

@@ -65,6 +65,16 @@ def _environment() -> dict[str, str]:
 
 
 def _create_token(database_url: str) -> str:
+    # `token create` uses a database and never creates one: `migrate` does.
+    migrated = subprocess.run(
+        [PYTHON, "-m", "promocodes", "migrate", "--database-url", database_url],
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr
     done = subprocess.run(
         [
             PYTHON,
@@ -105,7 +115,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture
 def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
-    token = _create_token(database_url)  # migrates the database first
+    token = _create_token(database_url)  # migrates the database first, as `serve` would
     port = _free_port()
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:

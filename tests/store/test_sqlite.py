@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from promocodes.errors import Conflict, NotFound
+from promocodes.errors import Conflict, NotFound, StorageUnavailable
 from promocodes.models import Match, MatchMode, Outcome, Role
 from promocodes.store.migrations import migration_files
 from promocodes.store.sqlite import SqliteStore
@@ -194,3 +194,12 @@ async def test_a_migration_leaving_a_dangling_reference_fails_and_changes_nothin
                 await store.create_program(account_id + 1, {"name": "Orphan"}, NOW)
         finally:
             await store.close()
+
+
+async def test_a_missing_folder_is_an_error_never_created(tmp_path: Path) -> None:
+    """A mistyped path must not become a new, empty database in a new folder tree."""
+    store = SqliteStore(str(tmp_path / "typo" / "promocodes.db"))
+    with pytest.raises(StorageUnavailable, match="folder of the SQLite database does not exist"):
+        await store.open()
+    await store.close()
+    assert not (tmp_path / "typo").exists()

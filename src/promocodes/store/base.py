@@ -375,6 +375,11 @@ class Store(ABC):
         """Apply the migrations not applied yet, each in its own transaction; return their names."""
 
     @abstractmethod
+    async def migration_status(self) -> tuple[list[str], list[str]]:
+        """``(applied, pending)`` migration versions, oldest first; changes nothing (a database never migrated has
+        every migration pending)."""
+
+    @abstractmethod
     async def _run(self, work: Callable[[Connection], Awaitable[T]], extra_time: float = 0.0) -> T:
         """Run one operation on a connection of this adapter, mapping driver failures to the error tree.
 

@@ -26,7 +26,7 @@ import asyncpg
 
 from promocodes.domain.times import to_micros, utcnow
 from promocodes.store.base import Connection, Row, Store, timed_out, unavailable, vanished
-from promocodes.store.migrations import CREATE_VERSIONS_TABLE, migration_files
+from promocodes.store.migrations import CREATE_VERSIONS_TABLE, migration_files, migration_status
 
 T = TypeVar("T")
 
@@ -185,3 +185,11 @@ class PostgresStore(Store):
             return applied_now
 
         return await self._run(apply, extra_time=MIGRATION_TIMEOUT)
+
+    async def migration_status(self) -> tuple[list[str], list[str]]:
+        async def read(conn: Connection) -> set[str]:
+            if not await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+                return set()
+            return {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+
+        return migration_status("postgres", await self._read(read))

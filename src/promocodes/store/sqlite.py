@@ -47,8 +47,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from promocodes.domain.times import to_micros, utcnow
+from promocodes.errors import StorageUnavailable
 from promocodes.store.base import Connection, Row, Store, timed_out, unavailable, vanished
-from promocodes.store.migrations import CREATE_VERSIONS_TABLE, migration_files
+from promocodes.store.migrations import CREATE_VERSIONS_TABLE, migration_files, migration_status
 
 T = TypeVar("T")
 
@@ -164,8 +165,10 @@ class SqliteStore(Store):
         raw.execute(f"PRAGMA busy_timeout = {max(1, int(self.timeout * 1000))}")
 
     async def _connect(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(self.path).absolute().parent
+        if self.path != ":memory:" and not folder.is_dir():
+            # Never made here: a mistyped path would otherwise become a new, empty database in a new folder tree.
+            raise StorageUnavailable(f"The folder of the SQLite database does not exist: {folder}")
         raw = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         raw.row_factory = sqlite3.Row
         self._busy_timeout(raw)
@@ -336,6 +339,18 @@ class SqliteStore(Store):
             return applied_now
 
         return await self._on_thread(apply)
+
+    async def migration_status(self) -> tuple[list[str], list[str]]:
+        async def read() -> set[str]:
+            raw = self._raw
+            assert raw is not None, "the store is not open"
+            if not raw.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            ).fetchone():
+                return set()
+            return {row[0] for row in raw.execute("SELECT version FROM schema_migrations")}
+
+        return migration_status("sqlite", await self._on_thread(read))
 
 
 def _apply_migration(raw: sqlite3.Connection, version: str, sql: str) -> bool:

@@ -18,3 +18,8 @@ def migration_files(dialect: str) -> list[tuple[str, str]]:
 CREATE_VERSIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied BIGINT NOT NULL)"
 )
+
+
+def migration_status(dialect: str, applied: set[str]) -> tuple[list[str], list[str]]:
+    """``(applied, pending)`` version lists, oldest first, given the versions a database has recorded."""
+    return sorted(applied), [version for version, _ in migration_files(dialect) if version not in applied]
