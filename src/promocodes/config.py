@@ -1,66 +1,78 @@
-"""Settings: from the environment (``PROMOCODES_*``), with command-line flags on top (``promocodes serve --help``)."""
+"""Settings: declared once in :class:`Settings`; read from flags and ``PROMOCODES_*`` variables by the command line
+(``promocodes serve --help``), from the environment alone by the worker processes."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_DATABASE_URL = "sqlite:///promocodes.db"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
+def _setting(default: Any, help: str) -> Any:
+    """A setting's default, with the one sentence that documents it (``--help``, ``promocodes config``)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
-    #: bodies larger than this are refused with HTTP 413 before they are read whole
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    #: requests per second allowed to one token in one worker; 0 turns the limit off
-    rate_limit: int = 0
-    #: PostgreSQL connections per worker
-    pool_size: int = 10
-    #: how long a worker trusts a token it has checked; a revocation reaches other workers within this time
-    token_cache_seconds: int = 2
-    #: seconds one database operation may take (waiting for a connection or a lock included); past it, HTTP 503
-    db_timeout: float = 5.0
-    #: bytes of request bodies one worker holds in memory at once; past it a request waits, then gets HTTP 503
-    body_memory_bytes: int = 256 * 1024 * 1024
-    #: seconds a request may wait for room under ``body_memory_bytes`` before it gets HTTP 503
-    body_memory_wait: float = 5.0
-    #: seconds a client may take to send a whole body; past it the request is answered 408 and dropped
-    body_timeout: float = 30.0
-    #: seconds a client may take to send a request's headers; past it the connection is closed
-    header_timeout: float = 10.0
-    #: seconds an idle kept-alive connection stays open; behind a reverse proxy that keeps connections to the
-    #: server, make it longer than the proxy's own idle timeout, so the proxy never sends on a closing connection
-    keep_alive_timeout: int = 5
-    #: failed look-ups (unknown code or program on get, activate, attach, update, detach) allowed to one token, and
-    #: to one client address, per ``guard_window`` seconds; past it, HTTP 429 on those methods. 0 turns it off
-    failed_lookup_limit: int = 100
-    #: failed token checks allowed to one client address per ``guard_window`` seconds; past it, HTTP 429. 0 = off
-    failed_auth_limit: int = 20
-    #: the window, in seconds, of the two limits above
-    guard_window: int = 60
+    """Every setting of the server, declared once: each is the flag ``--<name>`` of ``promocodes serve`` and
+    ``promocodes config``, and the environment variable ``PROMOCODES_<NAME>``; ``serve`` hands all of them to its
+    workers through the environment."""
+
+    database_url: str = _setting(
+        DEFAULT_DATABASE_URL, "sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host:port/dbname."
+    )
+    max_body_bytes: int = _setting(DEFAULT_MAX_BODY_BYTES, "Larger request bodies get HTTP 413.")
+    rate_limit: int = _setting(0, "Requests per second one token may make in one worker; 0 = no limit.")
+    pool_size: int = _setting(10, "PostgreSQL connections per worker.")
+    token_cache_seconds: int = _setting(
+        2, "Seconds a worker trusts a token it checked; a revocation reaches the other workers within this time."
+    )
+    db_timeout: float = _setting(
+        5.0, "Seconds one database operation may take, waiting for a connection or a lock included; then HTTP 503."
+    )
+    body_memory_bytes: int = _setting(
+        256 * 1024 * 1024, "Bytes of request bodies one worker holds at once; past it a request waits, then 503."
+    )
+    body_memory_wait: float = _setting(5.0, "Seconds a request waits for room under body-memory-bytes, then 503.")
+    body_timeout: float = _setting(30.0, "Seconds a client may take to send a whole body; then HTTP 408, closed.")
+    header_timeout: float = _setting(10.0, "Seconds a client may take to send a request's headers; then closed.")
+    keep_alive_timeout: int = _setting(
+        5, "Seconds an idle kept-alive connection stays open (behind a proxy: longer than the proxy's idle timeout)."
+    )
+    failed_lookup_limit: int = _setting(
+        100,
+        "Look-ups finding no code (get, activate, update, attach, detach) per token and per client address in one "
+        "guard window; past it, HTTP 429. 0 = off.",
+    )
+    failed_auth_limit: int = _setting(
+        20, "Failed token checks per client address in one guard window; past it, HTTP 429. 0 = off."
+    )
+    guard_window: int = _setting(60, "Seconds of the window of the two limits above.")
 
     @classmethod
     def from_env(cls) -> Settings:
         """Every field from ``PROMOCODES_<FIELD NAME>``; a variable not set keeps the default."""
         env = os.environ
         values: dict[str, object] = {}
-        for field in fields(cls):
-            raw = env.get(_env_name(field.name))
+        for setting in fields(cls):
+            raw = env.get(env_name(setting.name))
             if not raw:
                 continue
-            values[field.name] = _parse(_env_name(field.name), raw, type(getattr(cls, field.name)))
+            values[setting.name] = _parse(env_name(setting.name), raw, type(getattr(cls, setting.name)))
         return cls(**values)  # type: ignore[arg-type]
 
     def to_env(self) -> dict[str, str]:
         """The same settings as environment variables, for worker processes started by uvicorn."""
-        return {_env_name(field.name): str(getattr(self, field.name)) for field in fields(self)}
+        return {env_name(setting.name): str(getattr(self, setting.name)) for setting in fields(self)}
 
 
-def _env_name(field: str) -> str:
-    return f"PROMOCODES_{field.upper()}"
+def env_name(setting: str) -> str:
+    return f"PROMOCODES_{setting.upper()}"
 
 
 def _parse(name: str, raw: str, kind: type) -> object:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
 import socket
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from promocodes.cli.main import _prepare, app
-from promocodes.config import Settings
+from promocodes.config import Settings, env_name
 from promocodes.service.auth import token_hash
 from promocodes.store import open_store
 from tests.cli.helpers import run, runner
@@ -208,18 +211,56 @@ def test_serve_never_prints_the_database_password(postgres_url: str, monkeypatch
     assert started and started[0].database_url == with_password  # the server itself still gets the real URL
 
 
-def test_serve_takes_every_setting_from_the_environment(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def _changed(settings: Settings) -> dict[str, Any]:
+    """A value different from the default for every setting except the database URL."""
+    changed: dict[str, Any] = {}
+    for setting in dataclasses.fields(Settings):
+        default = getattr(settings, setting.name)
+        if setting.name != "database_url":
+            changed[setting.name] = default * 2 + 1 if isinstance(default, int) else default * 2 + 0.5
+    return changed
+
+
+def test_every_setting_reaches_the_workers_from_a_flag_or_the_environment(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half the settings given as flags, half as PROMOCODES_* variables: `serve` reads them all, and a worker —
+    which builds its app from the environment `serve` leaves it — sees every one of them."""
     from promocodes.http import server
 
     started: list[Settings] = []
     monkeypatch.setattr(server, "run", lambda settings, *args: started.append(settings))
-    monkeypatch.setenv("PROMOCODES_POOL_SIZE", "50")
-    monkeypatch.setenv("PROMOCODES_DB_TIMEOUT", "0.5")
+    changed = _changed(Settings())
+    flags: list[str] = []
+    for index, (name, value) in enumerate(changed.items()):
+        if index % 2:
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+        else:
+            monkeypatch.setenv(env_name(name), str(value))
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
-    code, _, err = run(database_url, "serve", "--port", str(port))
+    monkeypatch.setattr("os.environ", dict(os.environ))  # what serve leaves for its workers, undone afterwards
+    code, _, err = run(database_url, "serve", "--port", str(port), *flags)
     assert code == 0, err
-    assert (started[0].pool_size, started[0].db_timeout) == (50, 0.5)
+    expected = Settings(database_url=database_url, **changed)
+    assert started == [expected]
+    assert Settings.from_env() == expected  # exactly what a worker process reads
+
+
+def test_config_prints_the_settings_in_force_without_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMOCODES_POOL_SIZE", "50")
+    result = runner.invoke(
+        app, ["config", "--json", "--db-timeout", "0.5", "--database-url", "postgresql://app:s3cret@db/promo"]
+    )
+    assert result.exit_code == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert set(shown) == {setting.name for setting in dataclasses.fields(Settings)}
+    assert (shown["pool_size"], shown["db_timeout"], shown["database_url"]) == (
+        50,
+        0.5,
+        "postgresql://app:***@db/promo",
+    )
+    assert "s3cret" not in runner.invoke(app, ["config", "--database-url", "postgresql://app:s3cret@db/p"]).stdout
 
 
 def test_an_unsupported_database_url_is_shown_without_its_password() -> None:

@@ -13,6 +13,7 @@ from importlib.metadata import version
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from promocodes.cli import backup, codes, databases, programs, status, tokens
 from promocodes.cli.common import (
@@ -21,10 +22,12 @@ from promocodes.cli.common import (
     command,
     fail,
     out,
+    print_json,
     services,
     sqlite_file,
 )
-from promocodes.config import DEFAULT_MAX_BODY_BYTES, Settings, mask_password
+from promocodes.cli.settings import with_settings
+from promocodes.config import Settings, env_name, mask_password
 from promocodes.models import Role
 
 app = typer.Typer(
@@ -62,24 +65,17 @@ def options(
 
 
 @app.command()
+@with_settings
 def serve(
-    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+    settings: Settings,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
-    max_body_bytes: Annotated[
-        int, typer.Option(envvar="PROMOCODES_MAX_BODY_BYTES", min=1, help="Larger bodies get HTTP 413.")
-    ] = DEFAULT_MAX_BODY_BYTES,
-    rate_limit: Annotated[
-        int, typer.Option(envvar="PROMOCODES_RATE_LIMIT", min=0, help="Requests per second per token; 0 = off.")
-    ] = 0,
 ) -> None:
     """Migrate the database, then serve the API. On a database without tokens, print a ready admin token.
 
-    Every other setting comes from its PROMOCODES_* environment variable (see the README's settings table)."""
-    settings = dataclasses.replace(
-        Settings.from_env(), database_url=database_url, max_body_bytes=max_body_bytes, rate_limit=rate_limit
-    )
+    Every setting is a flag and a PROMOCODES_* environment variable (a flag wins); all of them reach every worker."""
+    database_url = settings.database_url
     _check_port(host, port)
     token = command(_prepare)(settings)
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -98,6 +94,24 @@ def serve(
     from promocodes.http import server
 
     server.run(settings, host, port, workers)
+
+
+@app.command("config")
+@with_settings
+def show_config(
+    settings: Settings,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Print the settings in force — from the flags given here and the PROMOCODES_* environment — with the
+    database password masked."""
+    shown = {**dataclasses.asdict(settings), "database_url": mask_password(settings.database_url)}
+    if as_json:
+        print_json(shown)
+        return
+    table = Table("setting", "environment variable", "value")
+    for name, value in shown.items():
+        table.add_row(f"--{name.replace('_', '-')}", env_name(name), str(value))
+    out.print(table)
 
 
 def _where(database_url: str) -> str:
