@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -135,11 +137,31 @@ def _empty_postgres(url: str) -> None:
     asyncio.run(empty())
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, made once per test process: copying it is a millisecond, migrating a new file tens."""
+    path = tmp_path_factory.mktemp("template") / "promocodes.db"
+
+    async def migrate() -> None:
+        store = open_store(f"sqlite:///{path}")
+        await store.open()
+        try:
+            await store.migrate()
+        finally:
+            await store.close()  # the last connection to close folds the WAL back into the file
+
+    asyncio.run(migrate())
+    return path
+
+
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    """A migrated-or-empty database of each adapter: a new SQLite file, or the emptied PostgreSQL database."""
+    """A migrated database of each adapter, holding nothing: a copy of the migrated SQLite template in a new
+    folder, or the emptied PostgreSQL database."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/promocodes.db"
+        copy = Path(tmp_path) / "promocodes.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), copy)
+        return f"sqlite:///{copy}"
     url: str = request.getfixturevalue("postgres_url")
     _empty_postgres(url)
     return url
