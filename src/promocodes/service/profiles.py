@@ -7,6 +7,7 @@ import secrets
 import unicodedata
 from typing import Any, NamedTuple
 
+from promocodes.domain.fields import field_text
 from promocodes.domain.phones import phone_digits
 from promocodes.domain.times import format_rfc3339, utcnow
 from promocodes.errors import BadRequest, Conflict, NotFound
@@ -22,7 +23,7 @@ from promocodes.schemas import (
     ProfileView,
 )
 from promocodes.store import Store
-from promocodes.store.base import ProfileData, field_text
+from promocodes.store.base import ProfileData
 
 # The field a mode reads, in the order used to guess the mode when `matching` is omitted.
 _MODE_FIELDS = {

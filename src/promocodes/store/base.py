@@ -29,6 +29,7 @@ from typing import Any, Concatenate, Literal, NamedTuple, ParamSpec, Protocol, T
 
 import msgspec
 
+from promocodes.domain.fields import field_text
 from promocodes.domain.times import from_micros, to_micros
 from promocodes.errors import Conflict, NotFound, StorageUnavailable
 from promocodes.models import (
@@ -983,11 +984,6 @@ class _Rollback(Exception):
     def __init__(self, outcome: Outcome) -> None:
         super().__init__(outcome.value)
         self.outcome = outcome
-
-
-def field_text(value: Any) -> str:
-    """The text a custom field is matched by: strings as they are, numbers and booleans as JSON writes them."""
-    return value if isinstance(value, str) else msgspec.json.encode(value).decode()
 
 
 async def _program_for_insert(conn: Connection, program_id: int, case_sensitive: bool | None) -> Row:
