@@ -23,24 +23,8 @@ from starlette.testclient import TestClient
 from promocodes.config import Settings
 from promocodes.http.app import create_app
 from promocodes.models import Role
-from promocodes.service import Services
 from promocodes.store import Store, open_store
-
-# `get`'s data keys in the documented order (spec 3.2); the last two only while the code is bound.
-GET_KEYS = [
-    "created",
-    "is_attached",
-    "is_activated",
-    "is_expired",
-    "attached",
-    "activated",
-    "expired",
-    "expire_date",
-    "loyalty_id",
-    "code",
-    "database_id",
-    "profile_id",
-]
+from tests.helpers import Api, issue_token
 
 POSTGRES_ADMIN_URL = os.environ.get("PROMOCODES_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ("sqlite", "postgres")
@@ -177,68 +161,6 @@ async def store(database_url: str) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
-
-
-def issue_token(database_url: str, account: str, role: Role) -> str:
-    """A token for the account (created when missing), made through a separate connection."""
-
-    async def issue() -> str:
-        separate = open_store(database_url)
-        await separate.open()
-        try:
-            await separate.migrate()
-            view = await Services(separate).tokens.issue(account, role)
-        finally:
-            await separate.close()
-        assert isinstance(view.token, str)
-        return view.token
-
-    return asyncio.run(issue())
-
-
-class Api:
-    """A thin client for the API: ``api.call("promocodes/get", loyalty_id=1, code="A")`` → the parsed envelope."""
-
-    def __init__(self, client: TestClient, database_url: str, token: str) -> None:
-        self.client = client
-        self.database_url = database_url
-        self.token = token
-
-    def call(self, method: str, token: str | None = None, **fields: Any) -> dict[str, Any]:
-        response = self.client.post(
-            f"/api/v1.1/{method}", json=fields, headers={"Authorization": f"Bearer {token or self.token}"}
-        )
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def ok(self, method: str, token: str | None = None, **fields: Any) -> Any:
-        """Call, assert success, return ``data``."""
-        body = self.call(method, token, **fields)
-        assert body["error"] == 0, body
-        return body["data"]
-
-    def token_for(self, role: Role, account: str = "default") -> str:
-        return issue_token(self.database_url, account, role)
-
-    # Shortcuts for the setup most tests need.
-    def program(self, token: str | None = None, **settings: Any) -> int:
-        program_id: int = self.ok("promocodes/programs/create", token, name=settings.pop("name", "Test"), **settings)[
-            "id"
-        ]
-        return program_id
-
-    def codes(self, loyalty_id: int, *codes: str) -> None:
-        data = self.ok("promocodes/import", loyalty_id=loyalty_id, codes=list(codes))
-        assert all(item["error"] == 0 for item in data), data
-
-    def database(self, name: str = "main", token: str | None = None) -> int:
-        database_id: int = self.ok("databases/create", token, name=name)["id"]
-        return database_id
-
-    def profile(self, db_id: int, email: str, token: str | None = None, **data: Any) -> str:
-        profile_id: str = self.ok("profiles/import", token, db_id=db_id, email=email, data=data)["profile_id"]
-        return profile_id
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from promocodes.models import Role
-from tests.conftest import Api
+from tests.helpers import Api
 from tests.http.test_protocol import error_of, post_json
 
 NUL = "\x00"

@@ -1,4 +1,4 @@
-"""Code normalisation (spec 8.3): what a code is, and the one comparison key every path uses."""
+"""Code normalisation (docs/api.md#values): what a code is, and the one comparison key every path uses."""
 
 import pytest
 

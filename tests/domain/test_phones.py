@@ -1,4 +1,4 @@
-"""Phones compare by their digits alone (spec 8.5.11)."""
+"""Phones compare by their digits alone (docs/api.md#profile-matching)."""
 
 import pytest
 

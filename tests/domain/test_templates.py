@@ -1,4 +1,4 @@
-"""Generation templates (spec 9.3): placeholders, escapes, key space and the 1/1000 batch rule."""
+"""Generation templates (docs/api.md#program-settings): placeholders, escapes, key space and the 1/1000 batch rule."""
 
 import re
 

@@ -1,4 +1,4 @@
-"""Times (spec 2.6): RFC 3339 in, RFC 3339 with ``Z`` out, UTC inside."""
+"""Times (docs/api.md#values): RFC 3339 in, RFC 3339 with ``Z`` out, UTC inside."""
 
 from datetime import UTC, datetime, timedelta, timezone
 

@@ -1,4 +1,4 @@
-"""Tokens, roles and accounts (spec 2.2, 8.2 and 9.1): who may call what, and who may see whose objects."""
+"""Tokens, roles and accounts (docs/api.md#tokens, #roles): who may call what, and who may see whose objects."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from promocodes.models import Role
-from tests.conftest import Api
+from tests.helpers import Api
 
 FUTURE = "2999-01-01T00:00:00Z"
 

@@ -47,7 +47,7 @@ from promocodes.http.routes import METHODS, Method
 from promocodes.models import Role
 from promocodes.service import Services
 from promocodes.store import open_store
-from tests.conftest import Api
+from tests.helpers import Api
 
 # Examples per operation. Together both fuzzers stay well under a minute per adapter on a small machine.
 SCHEMATHESIS_POSITIVE = 12

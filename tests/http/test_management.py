@@ -1,4 +1,4 @@
-"""The management API (spec 8.4, 8.6 and 9.2): programs, databases, profiles and tokens over HTTP."""
+"""The management API (docs/api.md#management-methods): programs, databases, profiles and tokens over HTTP."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api
+from tests.helpers import Api
 
 PAST = "2000-01-01T00:00:00Z"
 FUTURE = "2999-01-01T00:00:00Z"

@@ -1,5 +1,5 @@
-"""Transport and envelope (spec 2.3, 2.4, 8.1 and 8.2): body encodings, the response format, where the token may
-travel, value conversion, the order of checks, the HTTP statuses, and that bad input changes nothing."""
+"""Transport and envelope (docs/api.md#requests to #error-codes): body encodings, the response format, where the
+token may travel, value conversion, the order of checks, the HTTP statuses, and that bad input changes nothing."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from promocodes.config import Settings
 from promocodes.http.app import create_app
 from promocodes.models import Role
 from promocodes.store import sqlite_path
-from tests.conftest import GET_KEYS, Api, issue_token
+from tests.helpers import GET_KEYS, Api, issue_token
 from tests.proxy import FreezingProxy
 
 SUCCESS = "Successful operation"
@@ -28,7 +28,7 @@ FUTURE = "2999-01-01T00:00:00Z"
 PAST = "2000-01-01T00:00:00Z"
 
 
-# --- helpers ---------------------------------------------------------------------------------------------------
+# --- helpers ----------------------------------------------------------------------------------------------------------
 
 
 def post(
@@ -113,7 +113,7 @@ def running(database_url: str, **settings: Any) -> Iterator[Api]:
         yield Api(client, database_url, issue_token(database_url, "default", Role.ADMIN))
 
 
-# --- request encodings (spec 2.3, 8.1.1) -----------------------------------------------------------------------
+# --- request encodings (docs/api.md#requests) -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -203,7 +203,7 @@ def test_xml_values_are_text_converted_to_numbers_and_booleans(api: Api) -> None
     assert (program["case_sensitive"], program["one_code_per_profile"], program["codes_limit"]) == (False, True, 12)
 
 
-# --- response format (spec 2.4, 8.1.2) -------------------------------------------------------------------------
+# --- response format (docs/api.md#answer-format) ----------------------------------------------------------------------
 
 
 def _get_body(loyalty_id: int, **extra: Any) -> str:
@@ -257,7 +257,7 @@ def test_an_unknown_format_is_error_400(api: Api, where: str) -> None:
     assert error == 400 and "format" in text
 
 
-# --- XML responses (spec 2.4.5, 8.1.4) -------------------------------------------------------------------------
+# --- XML responses (docs/api.md#answer-format) ------------------------------------------------------------------------
 
 
 def test_xml_get_of_a_free_code_matches_the_documented_shape(api: Api) -> None:
@@ -338,7 +338,7 @@ def test_xml_answers_stay_well_formed_when_they_echo_a_control_character(api: Ap
     assert [item.findtext("code") for item in root.findall("data")] == ["BAD\ufffdONE", "BAD\ufffdTWO"]
 
 
-# --- JSON key order (spec 3.1, 3.2, 8.1.4) ---------------------------------------------------------------------
+# --- JSON key order (docs/api.md#answer-format) -----------------------------------------------------------------------
 
 
 def test_json_get_keeps_the_documented_key_order(api: Api) -> None:
@@ -365,7 +365,7 @@ def test_json_import_envelope_order(api: Api) -> None:
     assert list(body["data"][0]) == ["code", "error", "error_text"]
 
 
-# --- where the token travels (spec 2.2) ------------------------------------------------------------------------
+# --- where the token travels (docs/api.md#tokens) ---------------------------------------------------------------------
 
 
 def test_token_in_the_json_body(api: Api) -> None:
@@ -404,7 +404,7 @@ def test_token_in_the_bearer_header(api: Api) -> None:
     assert error_of(without)[0] == 401
 
 
-# --- numbers and booleans (spec 2.3, 8.1.6) --------------------------------------------------------------------
+# --- numbers and booleans (docs/api.md#values) ------------------------------------------------------------------------
 
 
 def test_numbers_may_arrive_as_decimal_strings(api: Api) -> None:
@@ -447,7 +447,7 @@ def test_a_bad_count_is_error_400_and_creates_nothing(api: Api, value: Any) -> N
     assert api.ok("promocodes/programs/list") == []
 
 
-# --- order of checks (spec 8.1.2) ------------------------------------------------------------------------------
+# --- order of checks (docs/api.md#order-of-checks) --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -497,7 +497,7 @@ def test_a_missing_object_is_404_before_its_state(api: Api) -> None:
     assert error_of(post_json(api, "promocodes/activate", {"loyalty_id": loyalty_id, "code": "FREE-1"}))[0] == 409
 
 
-# --- HTTP statuses (spec 8.1.3) --------------------------------------------------------------------------------
+# --- HTTP statuses (docs/api.md#error-codes) --------------------------------------------------------------------------
 
 
 def test_api_errors_travel_on_http_200(api: Api) -> None:
@@ -643,7 +643,7 @@ def test_an_unexpected_fault_is_http_500_without_details(api: Api, database_url:
     assert exported_codes(api, loyalty_id) == []
 
 
-# --- bad input changes nothing (spec 8.1.5, 8.2) ---------------------------------------------------------------
+# --- bad input changes nothing (docs/api.md#limits-on-hostile-input) --------------------------------------------------
 
 XXE = (
     '<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'

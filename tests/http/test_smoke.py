@@ -1,4 +1,4 @@
-from tests.conftest import Api
+from tests.helpers import Api
 
 
 def test_activate_round_trip(api: Api) -> None:

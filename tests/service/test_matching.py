@@ -1,4 +1,4 @@
-"""Profile matching (spec 2.8 and 8.5.11), seen through attach, detach and activate on both adapters."""
+"""Profile matching (docs/api.md#profile-matching), seen through attach, detach and activate on both adapters."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api
-from tests.service.conftest import ANN, BOB, Shop
+from tests.helpers import Api
+from tests.service.helpers import ANN, BOB, Shop
 
 DORA = "Dora.Mixed@Example.ORG"
 PHONE = "+7 (900) 000-00-00"

@@ -1,4 +1,4 @@
-"""The seven promo-code operations and their rules (spec 2.6-2.7, 3, 8.3-8.5), through the HTTP API on both
+"""The seven promo-code operations and their rules (docs/api.md#promo-code-methods), through the HTTP API on both
 adapters."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GET_KEYS, Api
-from tests.service.conftest import ANN, BOB, CAROL, FUTURE, PAST, Shop
+from tests.helpers import GET_KEYS, Api
+from tests.service.helpers import ANN, BOB, CAROL, FUTURE, PAST, Shop
 
 CODE_METHODS = ("get", "activate", "update", "attach", "detach")
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")

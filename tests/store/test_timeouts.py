@@ -29,7 +29,7 @@ from promocodes.models import Role
 from promocodes.store import Store, open_store, sqlite_path
 from promocodes.store.base import Connection
 from promocodes.store.sqlite import SqliteStore
-from tests.conftest import issue_token
+from tests.helpers import issue_token
 from tests.proxy import FreezingProxy
 
 pytestmark = pytest.mark.anyio
