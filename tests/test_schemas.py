@@ -9,7 +9,7 @@ import pytest
 
 from promocodes.models import Role
 from tests.helpers import Api
-from tests.http.test_protocol import error_of, post_json
+from tests.http.helpers import error_of, post_json
 
 NUL = "\x00"
 

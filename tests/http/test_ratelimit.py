@@ -9,7 +9,7 @@ import pytest
 
 from promocodes.config import Settings
 from promocodes.models import Role
-from tests.http.test_protocol import envelope, error_of, post_json, running, setup_program
+from tests.http.helpers import envelope, error_of, post_json, running, setup_program
 
 
 def test_the_guards_are_on_by_default() -> None:
