@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -78,10 +79,18 @@ CODES_ACTIVATED = Counter("promocodes_codes_activated", "Successful activate cal
 _IMPORT, _ATTACH, _ACTIVATE = f"{PROMOCODES}/import", f"{PROMOCODES}/attach", f"{PROMOCODES}/activate"
 
 
+@functools.cache
+def _series(method: str, error: int | None) -> tuple[Counter, Histogram]:
+    """The request counter and latency histogram of one label pair, looked up once: ``labels()`` takes a lock and
+    builds a key on every call. The pairs are few (the methods and ``other``, times the error codes)."""
+    return REQUESTS.labels(method, "" if error is None else str(error)), LATENCY.labels(method)
+
+
 def observe(method: str, error: int | None, seconds: float) -> None:
     """One request answered (the access log's hook)."""
-    REQUESTS.labels(method, "" if error is None else str(error)).inc()
-    LATENCY.labels(method).observe(seconds)
+    requests, latency = _series(method, error)
+    requests.inc()
+    latency.observe(seconds)
 
 
 def count_codes(path: str, result: Any) -> None:
