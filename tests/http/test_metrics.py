@@ -4,6 +4,7 @@ database's load — and, under ``serve --workers 2``, the sum over both workers 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -110,17 +111,21 @@ SERVE = [sys.executable, "-m", "promocodes", "serve"]
 REQUESTS = 40
 
 
-@pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
-    """``promocodes serve --workers 2`` on SQLite: base URL, admin token, and the file holding its output."""
+@contextlib.contextmanager
+def serving(tmp_path: Path, workers: int) -> Iterator[tuple[str, str, Path]]:
+    """``promocodes serve --workers N`` on SQLite, its temporary files under ``tmp_path/tmp``: base URL, admin
+    token, and the file holding its output."""
     database_url = f"sqlite:///{tmp_path}/promocodes.db"
     token = _create_token(database_url)
     port = _free_port()
     log_path = tmp_path / "server.log"
+    (tmp_path / "tmp").mkdir()
+    environment = {**_environment(), "TMPDIR": str(tmp_path / "tmp")}
+    environment.pop(METRICS_DIR_VARIABLE, None)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*SERVE, "--port", str(port), "--database-url", database_url, "--workers", "2"],
-            env=_environment(),
+            [*SERVE, "--port", str(port), "--database-url", database_url, "--workers", str(workers)],
+            env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -131,6 +136,21 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
             yield base_url, token, log_path
         finally:
             _stop(process)
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    with serving(tmp_path, 2) as server:
+        yield server
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_removes_its_metrics_directory_when_stopped(tmp_path: Path, workers: int) -> None:
+    with serving(tmp_path, workers):
+        [directory] = (tmp_path / "tmp").glob("promocodes-metrics-*")
+        assert any(directory.glob("*.db"))  # the workers' figures
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 @pytest.mark.timeout(180)

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,11 +87,20 @@ def metrics_directory() -> Iterator[str]:
         return
     created = tempfile.mkdtemp(prefix="promocodes-metrics-")
     os.environ[METRICS_DIR_VARIABLE] = created
+    # A single-process uvicorn, once shut down by SIGTERM, raises the signal again for the exit status; the
+    # default action would end the process before the directory is removed. An exception ends it just the same,
+    # with the same status, after the clean-up.
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         yield created
     finally:
+        signal.signal(signal.SIGTERM, previous)
         os.environ.pop(METRICS_DIR_VARIABLE, None)
         shutil.rmtree(created, ignore_errors=True)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def logging_config() -> dict[str, Any]:
