@@ -9,10 +9,12 @@
     → encode the envelope
 
 Storage failures surface as 503 and bugs as a bare 500 — both in the envelope, never with a stack trace.
+Around it all, ``promocodes.http.access_log`` gives the request its id, and writes its line and metrics at the end.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,12 +24,23 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from promocodes.config import Settings
-from promocodes.errors import BadRequest, MethodNotAllowed, NotFound, PromocodeError, RouteNotFound, Unauthorized
+from promocodes.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PromocodeError,
+    RouteNotFound,
+    StorageUnavailable,
+    Unauthorized,
+)
+from promocodes.http import metrics
+from promocodes.http.access_log import AccessLog, code_hash, record_of
 from promocodes.http.bodies import BodyBudget, read_body
 from promocodes.http.decoding import body_kind, decode_body, wrap_arrays
 from promocodes.http.docs_page import docs_routes
@@ -44,6 +57,9 @@ from promocodes.store import Store, open_store
 
 #: bodies larger than this are decoded in a worker thread, so that the event loop keeps serving other requests
 DECODE_IN_THREAD_BYTES = 64 * 1024
+#: the ``method`` label of the metrics: the API method's name, e.g. ``promocodes/activate`` (any other path: other)
+_METHOD_LABELS = {method.path: method.path.removeprefix("/api/v1.1/") for method in METHODS}
+logger = logging.getLogger("promocodes")
 
 
 def _fallback_format(request: Request) -> str:
@@ -115,6 +131,7 @@ class Api:
         array_fields = method.array_fields
 
         async def handle(request: Request) -> Response:
+            record = record_of(request)
             fmt = _fallback_format(request)
             address = request.client.host if request.client else "unknown"
             body_read = False
@@ -122,6 +139,7 @@ class Api:
                 # A token outside the body is judged before the body is read: a bad one costs no memory.
                 outside = _bearer(request.headers.get("authorization")) or request.query_params.get("token")
                 principal = await self.authenticate(outside, address) if outside else None
+                record.account = principal.account_id if principal else None
                 async with self.budget.hold() as reservation:
                     body = await read_body(
                         request, self.settings.max_body_bytes, self.settings.body_timeout, reservation
@@ -139,16 +157,24 @@ class Api:
                     token = outside or (body_token if isinstance(body_token, str) else None)
                     if principal is None:
                         principal = await self.authenticate(token, address)
+                        record.account = principal.account_id
                     self.limiter.check(f"token:{principal.token_id}")
                     authorize(principal, method.capability)
                     typed = _convert(params, method.request)
                     del params
+                    code = getattr(typed, "code", None)  # the code methods: logged as a hash only
+                    if isinstance(code, str):
+                        record.code_sha256 = code_hash(code)
                     result = await self.run(method, principal, typed, address)
             except PromocodeError as error:
+                record.error = error.code
                 # Answered without reading the whole body: the connection cannot carry another request.
                 return failure(error, fmt, None if body_read else {"Connection": "close"})
             except Exception as error:  # a bug: answer 500, keep the trace in the log
+                record.error = 500
                 return unexpected(error, fmt)
+            record.error = 0
+            metrics.count_codes(method.path, result)
             if isinstance(result, ImportResult) and len(result.data) > IN_THREAD_ITEMS:
                 return await run_in_threadpool(success, result, fmt)  # encoding a million items takes a while
             return success(result, fmt)
@@ -173,15 +199,36 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own 404 (unknown path) and 405 (not POST), in our envelope."""
     fmt = _fallback_format(request)
     status = exc.status_code if isinstance(exc, HTTPException) else 500
-    if status == 404:
-        return failure(RouteNotFound(f"Unknown API method {request.url.path}"), fmt)
+    error: PromocodeError = RouteNotFound(f"Unknown API method {request.url.path}")
     if status == 405:
-        return failure(MethodNotAllowed(), fmt, headers={"Allow": "POST"})
-    return unexpected(exc, fmt)
+        error = MethodNotAllowed()
+    elif status != 404:
+        record_of(request).error = 500
+        return unexpected(exc, fmt)
+    record_of(request).error = error.code
+    return failure(error, fmt, headers={"Allow": "POST"} if status == 405 else None)
 
 
 async def _health(request: Request) -> Response:
+    """Liveness: the process answers. Touches no database, so that a slow database never gets a live worker
+    restarted (``/readyz`` is the probe that asks the database)."""
     return success({"status": "ok"}, "json")
+
+
+def _readiness(store: Store) -> Callable[[Request], Awaitable[Response]]:
+    async def ready(request: Request) -> Response:
+        """Readiness: 200 when the database answers a trivial read within the database timeout, else 503 with
+        ``Retry-After`` (a load balancer then sends requests to another instance)."""
+        try:
+            await store.ping()
+        except PromocodeError as error:
+            return failure(error, "json")
+        except Exception as error:  # e.g. a database without the schema: not ready either
+            logger.warning("Readiness check failed: %s: %s", type(error).__name__, error)
+            return failure(StorageUnavailable("The database is not ready"), "json")
+        return success({"status": "ready"}, "json")
+
+    return ready
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None, migrate: bool = False) -> Starlette:
@@ -199,17 +246,22 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
         try:
             if migrate:
                 await store.migrate()
-            yield
+            async with metrics.sampling(store):
+                yield
         finally:
             await store.close()
 
-    routes = [Route(method.path, api.endpoint(method), methods=["POST"]) for method in METHODS]
+    routes = [Route(method.path, api.endpoint(method), methods=["POST"]) for method in METHODS] + [
+        Route("/readyz", _readiness(store), methods=["GET"]),
+        Route("/metrics", metrics.endpoint(store), methods=["GET"]),
+    ]
     routes.append(Route("/healthz", _health, methods=["GET"]))
     routes.append(Route(OPENAPI_PATH, openapi_endpoint, methods=["GET"]))
     routes.extend(docs_routes())
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(AccessLog, observe=metrics.observe, method_labels=_METHOD_LABELS)],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
     )
     # `/get/` is an unknown method (404 in the envelope), not a redirect an API client would not follow with a body.

@@ -359,6 +359,15 @@ async def _write_profile(
     return _profile(row)
 
 
+class StoreLoad(NamedTuple):
+    """A snapshot of a store's load (``Store.load``)."""
+
+    #: pooled connections lent to operations; None for an adapter without a pool
+    in_use: int | None
+    #: operations waiting, by what they wait for: a pooled ``connection``, or the SQLite ``write``/``read`` queue
+    waiting: dict[str, int]
+
+
 class Store(ABC):
     """The storage interface: what the service may ask of a database, as whole operations."""
 
@@ -393,6 +402,17 @@ class Store(ABC):
     async def _read(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         """Run an operation that writes nothing; by default like any other (PostgreSQL reads beside writers)."""
         return await self._run(work)
+
+    def load(self) -> StoreLoad:
+        """How busy the store is right now, for ``/metrics``: read without waiting for anything."""
+        return StoreLoad(None, {})
+
+    @read_operation
+    async def ping(self, conn: Connection) -> None:
+        """A trivial read of the database file or server (``/readyz``): it answers within the timeout or fails
+        with :class:`StorageUnavailable`. A table the first migration creates, so that a reply means the schema
+        is there too."""
+        await conn.fetchval("SELECT 1 FROM schema_migrations LIMIT 1")
 
     # --- accounts and tokens ----------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from typing import Any, TypeVar, cast
 import asyncpg
 
 from promocodes.domain.times import to_micros, utcnow
-from promocodes.store.base import Connection, Row, Store, timed_out, unavailable, vanished
+from promocodes.store.base import Connection, Row, Store, StoreLoad, timed_out, unavailable, vanished
 from promocodes.store.migrations import CREATE_VERSIONS_TABLE, migration_files, migration_status
 
 T = TypeVar("T")
@@ -101,6 +101,7 @@ class PostgresStore(Store):
         self.pool_size = pool_size
         self.timeout = timeout
         self._pool: asyncpg.Pool | None = None
+        self._operations = 0  # running or waiting for a connection (``load``)
 
     async def open(self) -> None:
         """Connect the pool's first connection, within the timeout (a frozen server must not stall the start)."""
@@ -139,6 +140,7 @@ class PostgresStore(Store):
         assert self._pool is not None, "the store is not open"
         budget = self.timeout + extra_time
         deadline = asyncio.get_running_loop().time() + budget
+        self._operations += 1
         try:
             async with asyncio.timeout(budget):
                 async with self._pool.acquire(timeout=budget) as raw:
@@ -156,6 +158,17 @@ class PostgresStore(Store):
             raise unavailable(error) from error
         except asyncpg.ForeignKeyViolationError as error:
             raise vanished() from error
+        finally:
+            self._operations -= 1
+
+    def load(self) -> StoreLoad:
+        """Connections lent out, and the operations beyond them (those waiting for a connection): asyncpg
+        counts the first, this store counts the operations under way."""
+        pool = self._pool
+        if pool is None:
+            return StoreLoad(0, {"connection": 0})
+        in_use = pool.get_size() - pool.get_idle_size()
+        return StoreLoad(in_use, {"connection": max(self._operations - in_use, 0)})
 
     async def migrate(self) -> list[str]:
         async def apply(conn: Connection) -> list[str]:

@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 
 from promocodes.domain.times import to_micros, utcnow
 from promocodes.errors import StorageUnavailable
-from promocodes.store.base import Connection, Row, Store, timed_out, unavailable, vanished
+from promocodes.store.base import Connection, Row, Store, StoreLoad, timed_out, unavailable, vanished
 from promocodes.store.migrations import CREATE_VERSIONS_TABLE, migration_files, migration_status
 
 T = TypeVar("T")
@@ -202,6 +202,12 @@ class SqliteStore(Store):
                 raise _storage_error(error) from error
 
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(guarded(), self._loop))
+
+    def load(self) -> StoreLoad:
+        """Writes queued for the next group commit and reads queued for a reader thread. Read from another
+        thread without a lock: the list is replaced whole, never half-changed, so its length is some true count
+        of a moment ago, which is all a gauge needs."""
+        return StoreLoad(None, {"write": len(self._pending), "read": self._reads.qsize()})
 
     async def _run(self, work: Callable[[Connection], Awaitable[T]], extra_time: float = 0.0) -> T:
         assert self._loop is not None, "the store is not open"
