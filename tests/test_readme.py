@@ -13,15 +13,11 @@ them down, so that a wrong shown answer cannot pass because the comparison becam
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +25,7 @@ import httpx2
 import pytest
 from defusedxml.ElementTree import fromstring as xml_fromstring
 
+from tests.live import free_port, stop, wait_until_healthy
 from tests.readme_examples import (
     END_SECTION,
     FIRST_SECTION,
@@ -44,7 +41,6 @@ from tests.readme_examples import (
 )
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-STARTUP_SECONDS = 60.0
 FIRST_START_TOKEN = re.compile(r"^\s*(pc_[A-Za-z0-9_-]+)\s*$", re.MULTILINE)
 
 
@@ -52,9 +48,7 @@ FIRST_START_TOKEN = re.compile(r"^\s*(pc_[A-Za-z0-9_-]+)\s*$", re.MULTILINE)
 def first_start(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A server started as the README's quick start does, on a fresh SQLite file: its base URL and the admin token
     its first start printed."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     environment = {name: value for name, value in os.environ.items() if not name.startswith("PROMOCODES_")}
     database_url = f"sqlite:///{tmp_path / 'promocodes.db'}"
     log_path = tmp_path / "server.log"
@@ -68,28 +62,12 @@ def first_start(tmp_path: Path) -> Iterator[tuple[str, str]]:
         )
         try:
             base_url = f"http://127.0.0.1:{port}"
-            _wait_until_healthy(process, base_url, log_path)
+            wait_until_healthy(process, base_url, log_path)
             printed = FIRST_START_TOKEN.findall(log_path.read_text())
             assert len(printed) == 1, log_path.read_text()
             yield base_url, printed[0]
         finally:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=20)
-
-
-def _wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    with httpx2.Client(timeout=2.0, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
-            with contextlib.suppress(httpx2.TransportError):
-                if client.get(f"{base_url}/healthz").status_code == 200:
-                    return
-            time.sleep(0.1)
-    pytest.fail(f"the server did not answer /healthz in {STARTUP_SECONDS}s:\n{log_path.read_text(errors='replace')}")
+            stop(process)
 
 
 def _error_code(content_type: str, body: bytes) -> int:

@@ -7,14 +7,7 @@ Nothing here measures time; the assertions are about the answers and the state t
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +16,8 @@ from typing import Any
 import httpx2
 import pytest
 
-PYTHON = sys.executable
-STARTUP_SECONDS = 60.0
+from tests.live import PYTHON, create_token, free_port, server_environment, stop, wait_until_healthy
+
 REQUEST_TIMEOUT = 120.0
 
 
@@ -47,76 +40,10 @@ class LiveServer:
         )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _environment() -> dict[str, str]:
-    """The test's environment without any PROMOCODES_* setting (no rate limit, no stray database URL), and with
-    kept-alive connections held longer than the client keeps them: on a loaded machine the client may read an
-    answer seconds after it was sent, and must never reuse a connection the server is closing at that moment.
-    The database timeout is long too: these tests are about correctness under contention, and on a loaded machine
-    hundreds of queued operations may wait longer than the default 5 s (a 503 there is the timeout working)."""
-    environment = {name: value for name, value in os.environ.items() if not name.startswith("PROMOCODES_")}
-    return {**environment, "PROMOCODES_KEEP_ALIVE_TIMEOUT": "60", "PROMOCODES_DB_TIMEOUT": "60"}
-
-
-def _create_token(database_url: str) -> str:
-    # `token create` uses a database and never creates one: `migrate` does.
-    migrated = subprocess.run(
-        [PYTHON, "-m", "promocodes", "migrate", "--database-url", database_url],
-        env=_environment(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert migrated.returncode == 0, migrated.stderr
-    done = subprocess.run(
-        [
-            PYTHON,
-            "-m",
-            "promocodes",
-            "token",
-            "create",
-            "--account",
-            "default",
-            "--role",
-            "admin",
-            "--json",
-            "--database-url",
-            database_url,
-        ],
-        env=_environment(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    token: str = json.loads(done.stdout)["token"]
-    return token
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate the server's whole process group (the supervisor and its workers), by the group we started."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=20)
-
-
 @pytest.fixture
 def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
-    token = _create_token(database_url)  # migrates the database first, as `serve` would
-    port = _free_port()
+    token = create_token(database_url)  # migrates the database first, as `serve` would
+    port = free_port()
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -134,32 +61,17 @@ def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
                 "--workers",
                 "2",
             ],
-            env=_environment(),
+            env=server_environment(),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so the finalizer stops the workers too
         )
         try:
             base_url = f"http://127.0.0.1:{port}"
-            _wait_until_healthy(process, base_url, log_path)
+            wait_until_healthy(process, base_url, log_path)
             yield LiveServer(base_url, token)
         finally:
-            _stop(process)
-
-
-def _wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    with httpx2.Client(timeout=2.0, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
-            try:
-                if client.get(f"{base_url}/healthz").status_code == 200:
-                    return
-            except httpx2.TransportError:
-                pass
-            time.sleep(0.1)
-    pytest.fail(f"the server did not answer /healthz in {STARTUP_SECONDS}s:\n{log_path.read_text(errors='replace')}")
+            stop(process)
 
 
 async def call(client: httpx2.AsyncClient, method: str, **fields: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from promocodes.http import metrics
 from promocodes.http.server import METRICS_DIR_VARIABLE, metrics_directory
 from tests.conftest import Api
-from tests.http.test_concurrency import _create_token, _environment, _free_port, _stop, _wait_until_healthy
+from tests.live import create_token, free_port, server_environment, stop, wait_until_healthy
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -116,11 +116,11 @@ def serving(tmp_path: Path, workers: int) -> Iterator[tuple[str, str, Path]]:
     """``promocodes serve --workers N`` on SQLite, its temporary files under ``tmp_path/tmp``: base URL, admin
     token, and the file holding its output."""
     database_url = f"sqlite:///{tmp_path}/promocodes.db"
-    token = _create_token(database_url)
-    port = _free_port()
+    token = create_token(database_url)
+    port = free_port()
     log_path = tmp_path / "server.log"
     (tmp_path / "tmp").mkdir()
-    environment = {**_environment(), "TMPDIR": str(tmp_path / "tmp")}
+    environment = {**server_environment(), "TMPDIR": str(tmp_path / "tmp")}
     environment.pop(METRICS_DIR_VARIABLE, None)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -132,10 +132,10 @@ def serving(tmp_path: Path, workers: int) -> Iterator[tuple[str, str, Path]]:
         )
         try:
             base_url = f"http://127.0.0.1:{port}"
-            _wait_until_healthy(process, base_url, log_path)
+            wait_until_healthy(process, base_url, log_path)
             yield base_url, token, log_path
         finally:
-            _stop(process)
+            stop(process)
 
 
 @pytest.fixture
