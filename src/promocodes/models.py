@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+import typing
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -41,24 +42,40 @@ class Principal(msgspec.Struct, frozen=True):
     token_id: int | None = None  # None for the command line, which acts as the account's administrator
 
 
-class Program(msgspec.Struct, frozen=True):
+def _setting(description: str, **extra: Any) -> msgspec.Meta:
+    """One program setting's description (the OpenAPI document and `program --help` show it), and what a layer
+    needs beyond the type: ``prose`` (control characters of prose allowed), ``flag`` (the command-line switch)."""
+    return msgspec.Meta(description=description, extra=extra)
+
+
+class ProgramSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every setting of a program, declared once (docs/api.md#program-settings): its type, its default and what it
+    means. The request and answer structs, the store's row mapping, the service's parsing and the command-line
+    options are all made from this declaration, so a new setting is a field here, a migration and a test.
+
+    A field without a default is required by programs/create. Types the layers understand: ``str``, ``bool``,
+    ``int | None`` (a count, ``null`` for none), ``str | None`` (``""`` clears) and ``datetime | None``."""
+
+    name: Annotated[str, _setting("Program name; must not be empty.")]
+    short_name: Annotated[str, _setting("Name used in templates; no white space.")] = ""
+    description: Annotated[str, _setting("Free text; may hold tab, line feed and carriage return.", prose=True)] = ""
+    active: Annotated[bool, _setting("Whether codes may be attached and used.", flag="--active/--inactive")] = True
+    valid_from: Annotated[datetime | None, _setting('RFC 3339 time the program starts; "" for none.')] = None
+    valid_to: Annotated[datetime | None, _setting('RFC 3339 time the program ends; "" for none.')] = None
+    multiple_usage: Annotated[bool, _setting("Codes may be bound to many profiles.")] = False
+    case_sensitive: Annotated[bool, _setting("Compare codes exactly (else by case fold).")] = True
+    codes_limit: Annotated[int | None, _setting("Most codes the program may hold; none means no limit.")] = None
+    create_on_attach: Annotated[bool, _setting("Attaching an unknown code creates it.")] = True
+    template: Annotated[str | None, _setting('Generation pattern: # digit, @ letter, ? either; "" for none.')] = None
+    generate_on_attach: Annotated[bool, _setting("Generate a code when the pool is empty.")] = False
+    one_code_per_profile: Annotated[bool, _setting("A profile holds at most one code.")] = False
+
+
+class Program(ProgramSettings, frozen=True, kw_only=True):
     """A loyalty program (docs/api.md#program-settings): the container a `loyalty_id` names."""
 
     id: int
     account_id: int
-    name: str
-    short_name: str
-    description: str
-    active: bool
-    valid_from: datetime | None
-    valid_to: datetime | None
-    multiple_usage: bool
-    case_sensitive: bool
-    codes_limit: int | None
-    create_on_attach: bool
-    template: str | None
-    generate_on_attach: bool
-    one_code_per_profile: bool
     created: datetime
 
     def issuing_allowed(self, now: datetime) -> bool:
@@ -70,22 +87,43 @@ class Program(msgspec.Struct, frozen=True):
         return self.valid_to is None or now <= self.valid_to
 
 
-# The settings a program is created or updated with; every field optional so that one struct serves both.
-PROGRAM_SETTINGS = (
-    "name",
-    "short_name",
-    "description",
-    "active",
-    "valid_from",
-    "valid_to",
-    "multiple_usage",
-    "case_sensitive",
-    "codes_limit",
-    "create_on_attach",
-    "template",
-    "generate_on_attach",
-    "one_code_per_profile",
-)
+class Setting(msgspec.Struct, frozen=True):
+    """One program setting as the other layers read it: ``kind`` is the type without ``None`` (``str``, ``bool``,
+    ``int`` or ``datetime``), ``optional`` whether ``None`` is a value, ``required`` whether create needs it."""
+
+    name: str
+    kind: type
+    optional: bool
+    required: bool
+    default: Any
+    description: str
+    extra: dict[str, Any]
+
+
+def _settings() -> tuple[Setting, ...]:
+    hints = typing.get_type_hints(ProgramSettings, include_extras=True)
+    settings = []
+    for field in msgspec.structs.fields(ProgramSettings):
+        declared, meta = typing.get_args(hints[field.name])
+        kinds = [kind for kind in typing.get_args(declared) or (declared,) if kind is not type(None)]
+        assert len(kinds) == 1, f"program setting {field.name}: one type, optionally with None"
+        settings.append(
+            Setting(
+                name=field.name,
+                kind=kinds[0],
+                optional=kinds[0] is not declared,
+                required=field.required,
+                default=None if field.required else field.default,
+                description=meta.description,
+                extra=dict(meta.extra or {}),
+            )
+        )
+    return tuple(settings)
+
+
+SETTINGS: tuple[Setting, ...] = _settings()
+# The names alone, in declaration order (which is the order program answers show them in).
+PROGRAM_SETTINGS: tuple[str, ...] = ProgramSettings.__struct_fields__
 
 
 class ProgramStats(msgspec.Struct, frozen=True):

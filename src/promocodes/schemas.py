@@ -10,12 +10,13 @@ the http layer, not fields of these structs.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from promocodes.models import Role
+from promocodes.models import SETTINGS, Role, Setting
 
 # Every id and count is stored as a 64-bit integer (SQLite INTEGER, PostgreSQL BIGINT): a larger number is a
 # field error (400), not a fault of the storage (500).
@@ -99,27 +100,42 @@ class DetachRequest(ProfileSelector, kw_only=True):
 # --- management API (docs/api.md#management-methods) ---------------------------------------------------------
 
 
-class ProgramSettings(Request, kw_only=True):
-    """Every setting of a program (docs/api.md#program-settings); UNSET means "not given" (create uses the
-    defaults, update leaves it alone)."""
-
-    name: Text | UnsetType = UNSET
-    short_name: Text | UnsetType = UNSET
-    description: Prose | UnsetType = UNSET
-    active: bool | UnsetType = UNSET
-    valid_from: Text | UnsetType | None = UNSET
-    valid_to: Text | UnsetType | None = UNSET
-    multiple_usage: bool | UnsetType = UNSET
-    case_sensitive: bool | UnsetType = UNSET
-    codes_limit: Count | UnsetType | None = UNSET
-    create_on_attach: bool | UnsetType = UNSET
-    template: Text | UnsetType | None = UNSET
-    generate_on_attach: bool | UnsetType = UNSET
-    one_code_per_profile: bool | UnsetType = UNSET
+def _wire(setting: Setting) -> Any:
+    """The type a setting arrives as: text is checked for control characters, a date is RFC 3339 text (parsed by
+    the service), a number is a non-negative count; ``None`` stays allowed where the setting allows it."""
+    kinds: dict[type, Any] = {str: Prose if setting.extra.get("prose") else Text, datetime: Text, int: Count}
+    wire = kinds.get(setting.kind, setting.kind)
+    return Annotated[wire | None if setting.optional else wire, Meta(description=setting.description)]
 
 
-class ProgramCreate(ProgramSettings, kw_only=True):
-    name: Text
+if TYPE_CHECKING:
+    # mypy cannot see fields made at import time: it sees these structs as taking and holding any setting.
+
+    class ProgramSettings(Request, kw_only=True):
+        def __init__(self, **settings: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+
+    class ProgramCreate(ProgramSettings, kw_only=True): ...
+
+else:
+    ProgramSettings = msgspec.defstruct(
+        "ProgramSettings",
+        [(setting.name, _wire(setting) | UnsetType, UNSET) for setting in SETTINGS],
+        bases=(Request,),
+        kw_only=True,
+        module=__name__,
+    )
+    ProgramSettings.__doc__ = """Every setting of a program (docs/api.md#program-settings); UNSET means "not given"
+    (create uses the defaults, update leaves it alone)."""
+
+    # The settings declared without a default are required by create.
+    ProgramCreate = msgspec.defstruct(
+        "ProgramCreate",
+        [(setting.name, _wire(setting)) for setting in SETTINGS if setting.required],
+        bases=(ProgramSettings,),
+        kw_only=True,
+        module=__name__,
+    )
 
 
 class ProgramUpdate(ProgramSettings, kw_only=True):
@@ -224,23 +240,35 @@ class Stats(Response):
     expired: int
 
 
-class ProgramView(Response):
-    id: int
-    name: str
-    short_name: str
-    description: str
-    active: bool
-    valid_from: str
-    valid_to: str
-    multiple_usage: bool
-    case_sensitive: bool
-    codes_limit: int | None
-    create_on_attach: bool
-    template: str | None
-    generate_on_attach: bool
-    one_code_per_profile: bool
-    created: str
-    stats: Stats | UnsetType = UNSET
+def _answer(setting: Setting) -> Any:
+    """The type a setting is answered as: a date is RFC 3339 text, ``""`` when not set; others as they are."""
+    if setting.kind is datetime:
+        return str
+    return setting.kind | None if setting.optional else setting.kind
+
+
+if TYPE_CHECKING:
+
+    class ProgramView(Response):
+        id: int
+        stats: Stats | UnsetType
+
+        def __init__(self, **fields: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    # Key order of the answer: id, the settings in declaration order, created, then stats (programs/get only).
+    ProgramView = msgspec.defstruct(
+        "ProgramView",
+        [
+            ("id", int),
+            *[(setting.name, _answer(setting)) for setting in SETTINGS],
+            ("created", str),
+            ("stats", Stats | UnsetType, UNSET),
+        ],
+        bases=(Response,),
+        module=__name__,
+    )
 
 
 class DatabaseView(Response):

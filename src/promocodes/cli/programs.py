@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import functools
+import inspect
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -20,30 +24,77 @@ from promocodes.cli.common import (
     services,
 )
 from promocodes.domain.times import utcnow
-from promocodes.models import Principal, Role
+from promocodes.models import SETTINGS, Principal, Role, Setting
 from promocodes.schemas import ProgramCreate, ProgramDelete, ProgramRef, ProgramUpdate, ProgramView
 
 app = typer.Typer(help="Create, list, show, change and delete loyalty programs.", no_args_is_help=True)
 
 Program = Annotated[int, typer.Argument(help="The program's id (the `loyalty_id` of the API).")]
-# Every setting is optional: one not given keeps the server's default (create) or the current value (update).
-ShortName = Annotated[str | None, typer.Option(help="Name used in templates; no spaces.")]
-Description = Annotated[str | None, typer.Option(help="Free text.")]
-Active = Annotated[bool | None, typer.Option("--active/--inactive", help="Whether codes may be attached and used.")]
-ValidFrom = Annotated[str | None, typer.Option(help='RFC 3339 time the program starts; "" for none.')]
-ValidTo = Annotated[str | None, typer.Option(help='RFC 3339 time the program ends; "" for none.')]
-MultipleUsage = Annotated[bool | None, typer.Option(help="Codes may be bound to many profiles.")]
-CaseSensitive = Annotated[bool | None, typer.Option(help="Compare codes exactly (else by case fold).")]
-CodesLimit = Annotated[int | None, typer.Option(min=0, help="Most codes the program may hold.")]
-CreateOnAttach = Annotated[bool | None, typer.Option(help="Attaching an unknown code creates it.")]
-Template = Annotated[str | None, typer.Option(help='Generation pattern: # digit, @ letter, ? either; "" for none.')]
-GenerateOnAttach = Annotated[bool | None, typer.Option(help="Generate a code when the pool is empty.")]
-OneCodePerProfile = Annotated[bool | None, typer.Option(help="A profile holds at most one code.")]
+T = TypeVar("T")
 
 
-def _given(**settings: Any) -> dict[str, Any]:
-    """The settings given on the command line (an option left out is None, and stays out of the request)."""
-    return {name: value for name, value in settings.items() if value is not None}
+def _option(setting: Setting, *, create: bool) -> inspect.Parameter:
+    """One option per program setting, made from its declaration. Every one is optional (one not given keeps the
+    server's default on create, the current value on update), except what create requires."""
+    flag = f"--{setting.name.replace('_', '-')}"
+    kind: Any = str if setting.kind is datetime else setting.kind  # a date is given as RFC 3339 text
+    if setting.kind is bool:
+        flag = setting.extra.get("flag", f"{flag}/--no-{flag[2:]}")
+    option = typer.Option(flag, help=setting.description, min=0 if setting.kind is int else None)
+    required = create and setting.required
+    return inspect.Parameter(
+        setting.name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=inspect.Parameter.empty if required else None,
+        annotation=Annotated[kind if required else kind | None, option],
+    )
+
+
+def _clear_option(setting: Setting) -> inspect.Parameter:
+    """``--no-codes-limit``: a number has no empty text to clear it with, so update offers a switch for it."""
+    flag = f"--no-{setting.name.replace('_', '-')}"
+    option = typer.Option(flag, help=f"Remove `{setting.name}` (set it to none).")
+    return inspect.Parameter(
+        f"no_{setting.name}", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[bool, option]
+    )
+
+
+def _clearable(setting: Setting) -> bool:
+    return setting.optional and setting.kind is int
+
+
+def with_program_settings(*, create: bool) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Give a command one option per program setting; it receives those given as ``settings: dict[str, Any]``."""
+
+    def decorate(function: Callable[..., T]) -> Callable[..., T]:
+        own = inspect.signature(function, eval_str=True)
+        # Keyword-only, so that options with and without defaults may come in any order (Typer passes keywords).
+        mine = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for n, p in own.parameters.items() if n != "settings"]
+        added = [_option(setting, create=create) for setting in SETTINGS]
+        if not create:
+            added += [_clear_option(setting) for setting in SETTINGS if _clearable(setting)]
+        # The command's arguments first, then the settings, then the command's own options.
+        parameters = [p for p in mine if p.default is inspect.Parameter.empty]
+        parameters += [*added, *[p for p in mine if p.default is not inspect.Parameter.empty]]
+
+        @functools.wraps(function)
+        def run(**given: Any) -> T:
+            settings = {setting.name: given.pop(setting.name) for setting in SETTINGS}
+            settings = {name: value for name, value in settings.items() if value is not None}
+            for setting in SETTINGS:
+                if not create and _clearable(setting) and given.pop(f"no_{setting.name}"):
+                    if setting.name in settings:
+                        raise ValueError(
+                            f"Give either --{setting.name.replace('_', '-')} or its --no- switch, not both"
+                        )
+                    settings[setting.name] = None
+            return function(settings=settings, **given)
+
+        run.__signature__ = own.replace(parameters=parameters)  # type: ignore[attr-defined]
+        run.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+        return run
+
+    return decorate
 
 
 def _show(view: ProgramView) -> None:
@@ -60,42 +111,15 @@ def _show(view: ProgramView) -> None:
 
 @app.command("create")
 @command
+@with_program_settings(create=True)
 async def program_create(
-    name: Annotated[str, typer.Option("--name", help="Program name.")],
+    settings: dict[str, Any],
     account: Annotated[str, typer.Option("--account", help="Account name; created when missing.")] = "default",
-    short_name: ShortName = None,
-    description: Description = None,
-    active: Active = None,
-    valid_from: ValidFrom = None,
-    valid_to: ValidTo = None,
-    multiple_usage: MultipleUsage = None,
-    case_sensitive: CaseSensitive = None,
-    codes_limit: CodesLimit = None,
-    create_on_attach: CreateOnAttach = None,
-    template: Template = None,
-    generate_on_attach: GenerateOnAttach = None,
-    one_code_per_profile: OneCodePerProfile = None,
     as_json: AsJson = False,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
 ) -> None:
     """Create a loyalty program and print its id (the `loyalty_id` of the API)."""
-    request = ProgramCreate(
-        name=name,
-        **_given(
-            short_name=short_name,
-            description=description,
-            active=active,
-            valid_from=valid_from,
-            valid_to=valid_to,
-            multiple_usage=multiple_usage,
-            case_sensitive=case_sensitive,
-            codes_limit=codes_limit,
-            create_on_attach=create_on_attach,
-            template=template,
-            generate_on_attach=generate_on_attach,
-            one_code_per_profile=one_code_per_profile,
-        ),
-    )
+    request = ProgramCreate(**settings)
     async with services(database_url) as svc:
         # Like `token create`, so that a program can be set up on a database that has no account yet.
         account_id = await svc.store.ensure_account(account, utcnow())
@@ -144,45 +168,15 @@ async def program_get(
 
 @app.command("update")
 @command
+@with_program_settings(create=False)
 async def program_update(
     program: Program,
-    name: Annotated[str | None, typer.Option(help="Program name.")] = None,
-    short_name: ShortName = None,
-    description: Description = None,
-    active: Active = None,
-    valid_from: ValidFrom = None,
-    valid_to: ValidTo = None,
-    multiple_usage: MultipleUsage = None,
-    case_sensitive: CaseSensitive = None,
-    codes_limit: CodesLimit = None,
-    no_codes_limit: Annotated[bool, typer.Option("--no-codes-limit", help="Remove the limit on codes.")] = False,
-    create_on_attach: CreateOnAttach = None,
-    template: Template = None,
-    generate_on_attach: GenerateOnAttach = None,
-    one_code_per_profile: OneCodePerProfile = None,
+    settings: dict[str, Any],
     as_json: AsJson = False,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
 ) -> None:
     """Change the settings given; the others keep their values."""
-    if no_codes_limit and codes_limit is not None:
-        raise ValueError("Give either --codes-limit or --no-codes-limit, not both")
-    changes = _given(
-        name=name,
-        short_name=short_name,
-        description=description,
-        active=active,
-        valid_from=valid_from,
-        valid_to=valid_to,
-        multiple_usage=multiple_usage,
-        case_sensitive=case_sensitive,
-        codes_limit=codes_limit,
-        create_on_attach=create_on_attach,
-        template=template,
-        generate_on_attach=generate_on_attach,
-        one_code_per_profile=one_code_per_profile,
-    )
-    if no_codes_limit:
-        changes["codes_limit"] = None
+    changes = settings
     async with services(database_url) as svc:
         principal = await program_admin(svc, program)
         view = await svc.programs.update(principal, ProgramUpdate(loyalty_id=program, **changes))

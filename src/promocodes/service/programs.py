@@ -11,7 +11,7 @@ import msgspec
 from promocodes.domain.templates import Template
 from promocodes.domain.times import format_rfc3339, parse_rfc3339, utcnow
 from promocodes.errors import BadRequest, Conflict, NotFound
-from promocodes.models import PROGRAM_SETTINGS, Principal, Program
+from promocodes.models import PROGRAM_SETTINGS, SETTINGS, Principal, Program, Setting
 from promocodes.schemas import (
     ProgramCreate,
     ProgramDelete,
@@ -24,42 +24,40 @@ from promocodes.schemas import (
 from promocodes.store import Store
 
 
+def _shown(setting: Setting, value: Any) -> Any:
+    return format_rfc3339(value) if setting.kind is datetime else value
+
+
 def program_view(program: Program, stats: Stats | None = None) -> ProgramView:
     return ProgramView(
         id=program.id,
-        name=program.name,
-        short_name=program.short_name,
-        description=program.description,
-        active=program.active,
-        valid_from=format_rfc3339(program.valid_from),
-        valid_to=format_rfc3339(program.valid_to),
-        multiple_usage=program.multiple_usage,
-        case_sensitive=program.case_sensitive,
-        codes_limit=program.codes_limit,
-        create_on_attach=program.create_on_attach,
-        template=program.template,
-        generate_on_attach=program.generate_on_attach,
-        one_code_per_profile=program.one_code_per_profile,
+        **{setting.name: _shown(setting, getattr(program, setting.name)) for setting in SETTINGS},
         created=format_rfc3339(program.created),
         stats=msgspec.UNSET if stats is None else stats,
     )
 
 
+def _parsed(setting: Setting, value: Any) -> Any:
+    """One given setting, parsed: "" and null clear an optional text or date, a date is read as RFC 3339, and
+    surrounding white space is removed from required text (a name of spaces is then refused as empty)."""
+    if setting.kind not in (str, datetime):
+        return value
+    if setting.optional:
+        value = value or None
+    elif isinstance(value, str):
+        value = value.strip()
+    if setting.kind is datetime and value is not None:
+        value = parse_rfc3339(value, setting.name)
+    return value
+
+
 def _given_settings(request: ProgramSettings) -> dict[str, Any]:
-    """The settings the request gives, parsed: dates to datetimes, "" and null to None."""
-    given: dict[str, Any] = {}
-    for name in PROGRAM_SETTINGS:
-        value = getattr(request, name)
-        if value is msgspec.UNSET:
-            continue
-        if name in ("valid_from", "valid_to", "template"):
-            value = value or None
-        if name in ("valid_from", "valid_to") and value is not None:
-            value = parse_rfc3339(value, name)
-        if name in ("name", "short_name", "description") and isinstance(value, str):
-            value = value.strip()
-        given[name] = value
-    return given
+    """The settings the request gives, parsed."""
+    return {
+        setting.name: _parsed(setting, getattr(request, setting.name))
+        for setting in SETTINGS
+        if getattr(request, setting.name) is not msgspec.UNSET
+    }
 
 
 def _check(settings: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from promocodes.domain.times import from_micros, to_micros
 from promocodes.errors import Conflict, NotFound, StorageUnavailable
 from promocodes.models import (
     PROGRAM_SETTINGS,
+    SETTINGS,
     Binding,
     CodeState,
     Database,
@@ -169,27 +170,24 @@ def _flag(value: Any) -> bool:
 
 
 _PROGRAM_COLUMNS = "id, account_id, " + ", ".join(PROGRAM_SETTINGS) + ", created"
-_TIME_SETTINGS = frozenset({"valid_from", "valid_to"})
+_SETTING_KINDS = {setting.name: setting.kind for setting in SETTINGS}
+
+
+def _column_value(kind: type, value: Any) -> Any:
+    """A setting as read from its column: SQLite keeps booleans as 0/1 and both adapters keep times as micros."""
+    if kind is bool:
+        return _flag(value)
+    if kind is datetime:
+        return from_micros(value)
+    return value
 
 
 def _program(row: Row) -> Program:
     return Program(
         id=row["id"],
         account_id=row["account_id"],
-        name=row["name"],
-        short_name=row["short_name"],
-        description=row["description"],
-        active=_flag(row["active"]),
-        valid_from=from_micros(row["valid_from"]),
-        valid_to=from_micros(row["valid_to"]),
-        multiple_usage=_flag(row["multiple_usage"]),
-        case_sensitive=_flag(row["case_sensitive"]),
-        codes_limit=row["codes_limit"],
-        create_on_attach=_flag(row["create_on_attach"]),
-        template=row["template"],
-        generate_on_attach=_flag(row["generate_on_attach"]),
-        one_code_per_profile=_flag(row["one_code_per_profile"]),
         created=_time(row["created"]),
+        **{setting.name: _column_value(setting.kind, row[setting.name]) for setting in SETTINGS},
     )
 
 
@@ -200,7 +198,7 @@ def _time(value: int) -> datetime:
 
 
 def _setting_value(name: str, value: Any) -> Any:
-    return to_micros(value) if name in _TIME_SETTINGS and value is not None else value
+    return to_micros(value) if _SETTING_KINDS[name] is datetime and value is not None else value
 
 
 def _token(row: Row) -> TokenInfo:
