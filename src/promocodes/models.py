@@ -69,6 +69,10 @@ class ProgramSettings(msgspec.Struct, frozen=True, kw_only=True):
     template: Annotated[str | None, _setting('Generation pattern: # digit, @ letter, ? either; "" for none.')] = None
     generate_on_attach: Annotated[bool, _setting("Generate a code when the pool is empty.")] = False
     one_code_per_profile: Annotated[bool, _setting("A profile holds at most one code.")] = False
+    pool_low_threshold: Annotated[
+        int | None,
+        _setting("Free codes below which a `program.pool_low` webhook fires (webhooks come later); none for never."),
+    ] = None
 
 
 class Program(ProgramSettings, frozen=True, kw_only=True):

@@ -27,6 +27,7 @@ DEFAULTS = {
     "template": None,
     "generate_on_attach": False,
     "one_code_per_profile": False,
+    "pool_low_threshold": None,
 }
 
 
@@ -202,6 +203,19 @@ def test_stats_follow_detach_and_deactivation(api: Api) -> None:
     api.ok("promocodes/detach", loyalty_id=loyalty_id, db_id=db_id, email="ann@example.org", code="A")
     api.ok("promocodes/update", loyalty_id=loyalty_id, code="B", activated=False)
     assert stats(api, loyalty_id) == {"total": 2, "free": 1, "attached": 1, "activated": 0, "expired": 0}
+
+
+def test_pool_low_threshold_is_created_updated_read_back_and_cleared(api: Api) -> None:
+    """The setting added by its declaration and a migration alone: every layer picks it up from there."""
+    created = api.ok("promocodes/programs/create", name="Pool", pool_low_threshold=5)
+    assert created["pool_low_threshold"] == 5
+    assert refused(api, "promocodes/programs/update", loyalty_id=created["id"], pool_low_threshold=-1)[0] == 400
+    updated = api.ok("promocodes/programs/update", loyalty_id=created["id"], pool_low_threshold="20")
+    assert updated["pool_low_threshold"] == 20
+    assert api.ok("promocodes/programs/get", loyalty_id=created["id"])["pool_low_threshold"] == 20
+    cleared = api.ok("promocodes/programs/update", loyalty_id=created["id"], pool_low_threshold=None)
+    assert cleared["pool_low_threshold"] is None
+    assert api.ok("promocodes/programs/list")[0]["pool_low_threshold"] is None
 
 
 # --- programs/update -------------------------------------------------------------------------------------------

@@ -84,9 +84,8 @@ def with_program_settings(*, create: bool) -> Callable[[Callable[..., T]], Calla
             for setting in SETTINGS:
                 if not create and _clearable(setting) and given.pop(f"no_{setting.name}"):
                     if setting.name in settings:
-                        raise ValueError(
-                            f"Give either --{setting.name.replace('_', '-')} or its --no- switch, not both"
-                        )
+                        flag = setting.name.replace("_", "-")
+                        raise ValueError(f"Give either --{flag} or --no-{flag}, not both")
                     settings[setting.name] = None
             return function(settings=settings, **given)
 
