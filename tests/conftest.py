@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -25,6 +26,7 @@ from promocodes.http.app import create_app
 from promocodes.models import Role
 from promocodes.store import Store, open_store
 from tests.helpers import Api, issue_token
+from tests.proxy import FreezingProxy
 
 POSTGRES_ADMIN_URL = os.environ.get("PROMOCODES_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ("sqlite", "postgres")
@@ -149,6 +151,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     url: str = request.getfixturevalue("postgres_url")
     _empty_postgres(url)
     return url
+
+
+@pytest.fixture
+def proxy(postgres_url: str) -> Iterator[FreezingProxy]:
+    """A TCP forwarder to the test PostgreSQL that a test can freeze, thaw or cut (``tests/proxy.py``)."""
+    parts = urlsplit(postgres_url)
+    forwarder = FreezingProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    try:
+        yield forwarder
+    finally:
+        forwarder.close()
 
 
 @pytest.fixture

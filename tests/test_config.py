@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
+import re
+from pathlib import Path
+
 import pytest
 
-from promocodes.config import Settings, mask_password
+from promocodes.config import Settings, env_name, mask_password
 
 
 @pytest.mark.parametrize(
@@ -39,12 +43,6 @@ def test_a_bad_setting_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, name:
 
 def test_the_readme_lists_every_setting_with_its_flag_and_variable() -> None:
     """The Configuration table is the operator's reference: a setting added to Settings must appear there."""
-    import dataclasses
-    import re
-    from pathlib import Path
-
-    from promocodes.config import env_name
-
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| `--([a-z-]+)` \| `(PROMOCODES_[A-Z_]+)` \|", readme, flags=re.MULTILINE)
     expected = [(setting.name.replace("_", "-"), env_name(setting.name)) for setting in dataclasses.fields(Settings)]

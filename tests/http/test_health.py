@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from urllib.parse import urlsplit
-
 import pytest
 from starlette.testclient import TestClient
 
@@ -26,16 +23,6 @@ def test_health_and_readiness_answer_without_a_token(api: Api) -> None:
     ready = api.client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["data"] == {"status": "ready"} and ready.json()["error"] == 0
-
-
-@pytest.fixture
-def proxy(postgres_url: str) -> Iterator[FreezingProxy]:
-    parts = urlsplit(postgres_url)
-    forwarder = FreezingProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    try:
-        yield forwarder
-    finally:
-        forwarder.close()
 
 
 @pytest.mark.timeout(60)

@@ -16,7 +16,6 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -45,16 +44,6 @@ HANG_GUARD = 20
 def assert_plain(error: StorageUnavailable) -> None:
     assert error.text in PLAIN_TEXTS, error.text
     assert not any(word in error.text for word in DRIVER_WORDS), error.text
-
-
-@pytest.fixture
-def proxy(postgres_url: str) -> Iterator[FreezingProxy]:
-    parts = urlsplit(postgres_url)
-    forwarder = FreezingProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    try:
-        yield forwarder
-    finally:
-        forwarder.close()
 
 
 @pytest.fixture
