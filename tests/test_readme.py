@@ -94,6 +94,7 @@ def _problems(example: Example, response: httpx2.Response) -> list[str]:
     return problems
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_every_readme_example_answers_as_shown(first_start: tuple[str, str]) -> None:
     base_url, token = first_start

@@ -18,6 +18,8 @@ import pytest
 
 from tests.live import PYTHON, create_token, free_port, server_environment, stop, wait_until_healthy
 
+pytestmark = pytest.mark.slow  # live servers / fuzzers: left out of the quick loop (-m 'not slow')
+
 REQUEST_TIMEOUT = 120.0
 
 

@@ -49,6 +49,8 @@ from promocodes.service import Services
 from promocodes.store import open_store
 from tests.helpers import Api
 
+pytestmark = pytest.mark.slow  # live servers / fuzzers: left out of the quick loop (-m 'not slow')
+
 # Examples per operation. Together both fuzzers stay well under a minute per adapter on a small machine.
 SCHEMATHESIS_POSITIVE = 12
 SCHEMATHESIS_NEGATIVE = 6

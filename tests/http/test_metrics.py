@@ -144,6 +144,7 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         yield server
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_removes_its_metrics_directory_when_stopped(tmp_path: Path, workers: int) -> None:
@@ -153,6 +154,7 @@ def test_serve_removes_its_metrics_directory_when_stopped(tmp_path: Path, worker
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_two_workers_answer_with_the_sum_of_both(two_workers: tuple[str, str, Path]) -> None:
     base_url, token, log_path = two_workers
