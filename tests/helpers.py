@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from starlette.testclient import TestClient
 
-from promocodes.models import Role
+from promocodes.models import Match, MatchMode, Profile, Role
 from promocodes.service import Services
-from promocodes.store import open_store
+from promocodes.store import Store, open_store
+from promocodes.store.base import ProfileData
 
 # `get`'s data keys in the documented order (docs/api.md#get); the last two only while the code is bound.
 GET_KEYS = [
@@ -88,3 +91,21 @@ class Api:
     def profile(self, db_id: int, email: str, token: str | None = None, **data: Any) -> str:
         profile_id: str = self.ok("profiles/import", token, db_id=db_id, email=email, data=data)["profile_id"]
         return profile_id
+
+
+async def save_profile(
+    store: Store,
+    database_id: int,
+    profile_id: str,
+    email: str | None,
+    phones: Sequence[tuple[str, str]],
+    fields: Mapping[str, Any],
+    now: datetime,
+) -> Profile:
+    """Write a profile as told, for tests that set up data: the store's one profile write (``upsert_profile``),
+    matching by ``profile_id``, so the profile is created when new and rewritten when it exists."""
+
+    def build(found: list[Profile]) -> ProfileData:
+        return ProfileData(profile_id=profile_id, email=email, phones=phones, fields=fields)
+
+    return await store.upsert_profile(database_id, Match(MatchMode.PROFILE_ID, profile_id), build, now)

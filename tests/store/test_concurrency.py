@@ -27,6 +27,7 @@ from promocodes.service.profiles import ProfileService, match_from
 from promocodes.service.programs import ProgramService
 from promocodes.store import Store, open_store
 from promocodes.store.postgres import PostgresStore
+from tests.helpers import save_profile
 
 pytestmark = pytest.mark.anyio
 
@@ -78,7 +79,7 @@ async def setup(store: Store, codes: Sequence[str] = (), **settings: Any) -> tup
 
 async def make_profiles(stores: Sequence[Store], db_id: int, count: int) -> list[int]:
     async def one(store: Store, index: int) -> int:
-        saved = await store.save_profile(db_id, None, secrets.token_hex(12), f"user{index}@example.org", [], {}, NOW)
+        saved = await save_profile(store, db_id, secrets.token_hex(12), f"user{index}@example.org", [], {}, NOW)
         return saved.pk
 
     return await fan_out(stores, count, one)

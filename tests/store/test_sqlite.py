@@ -14,6 +14,7 @@ from promocodes.errors import Conflict, NotFound, StorageUnavailable
 from promocodes.models import Match, MatchMode, Outcome, Role
 from promocodes.store.migrations import migration_files
 from promocodes.store.sqlite import SqliteStore
+from tests.helpers import save_profile
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +35,7 @@ async def test_operations_of_one_group_fail_and_succeed_independently(tmp_path: 
         program = await store.create_program(account_id, {"name": "P"}, NOW)
         await store.import_codes(program.id, [("X", "X"), ("Y", "Y")], NOW)
         database = await store.create_database(account_id, "main", NOW)
-        ann = await store.save_profile(database.id, None, "a" * 24, "ann@example.org", [], {}, NOW)
+        ann = await save_profile(store, database.id, "a" * 24, "ann@example.org", [], {}, NOW)
         assert await store.attach_code(program.id, "Y", "Y", ann.pk, False, False, NOW) is Outcome.DONE
 
         # Gathered on one store, these queue together on its database thread and share a group commit.
@@ -163,10 +164,10 @@ async def test_migration_to_autoincrement_keeps_every_row_and_relation(
             await store.import_codes(first, [("X", "X"), ("Y", "Y"), ("Z", "Z")], NOW)
             await store.import_codes(kept, [("K", "K")], NOW)
             database = await store.create_database(account_id, "main", NOW)
-            ann = await store.save_profile(
-                database.id, None, "a" * 24, "ann@example.org", [("+1 555", "1555")], {"crm": 42}, NOW
+            ann = await save_profile(
+                store, database.id, "a" * 24, "ann@example.org", [("+1 555", "1555")], {"crm": 42}, NOW
             )
-            bob = await store.save_profile(database.id, None, "b" * 24, "bob@example.org", [], {}, NOW)
+            bob = await save_profile(store, database.id, "b" * 24, "bob@example.org", [], {}, NOW)
             assert await store.attach_code(first, "X", "X", ann.pk, False, False, NOW) is Outcome.DONE
             assert await store.attach_code(first, "Y", "Y", bob.pk, False, False, NOW) is Outcome.DONE
             assert await store.activate(first, "Y", None, NOW) is Outcome.DONE
@@ -187,9 +188,9 @@ async def test_migration_to_autoincrement_keeps_every_row_and_relation(
         assert [p.pk for p in await store.find_profiles(database.id, Match(MatchMode.PHONE, "1555"))] == [ann.pk]
         # The highest ids deleted: the next ones are larger.
         assert (await store.create_program(account_id, {"name": "R"}, NOW)).id > kept
-        newer = await store.save_profile(database.id, None, "c" * 24, "carol@example.org", [], {}, NOW)
+        newer = await save_profile(store, database.id, "c" * 24, "carol@example.org", [], {}, NOW)
         assert await store.delete_profile(newer.pk, False) is True
-        assert (await store.save_profile(database.id, None, "d" * 24, None, [], {}, NOW)).pk > newer.pk
+        assert (await save_profile(store, database.id, "d" * 24, None, [], {}, NOW)).pk > newer.pk
     finally:
         await store.close()
 

@@ -25,6 +25,7 @@ from promocodes.models import (
 )
 from promocodes.store import Store
 from promocodes.store.base import ProfileData
+from tests.helpers import save_profile
 
 pytestmark = pytest.mark.anyio
 
@@ -68,7 +69,7 @@ async def profile(
     now: datetime = NOW,
 ) -> Profile:
     digits = [(phone, "".join(ch for ch in phone if ch.isdigit())) for phone in phones]
-    return await store.save_profile(db_id, None, secrets.token_hex(12), email, digits, fields or {}, now)
+    return await save_profile(store, db_id, secrets.token_hex(12), email, digits, fields or {}, now)
 
 
 async def profiles(store: Store, db_id: int, count: int) -> list[int]:
@@ -1165,9 +1166,9 @@ async def test_databases_are_account_scoped(store: Store) -> None:
 
 async def test_save_profile_creates(store: Store) -> None:
     db_id = await database(store)
-    saved = await store.save_profile(
+    saved = await save_profile(
+        store,
         db_id,
-        None,
         "65a1f0c2e4b0a1b2c3d4e5f6",
         "Ann@Example.org",
         [("+7 (900) 000-00-00", "79000000000")],
@@ -1185,8 +1186,8 @@ async def test_save_profile_creates(store: Store) -> None:
 async def test_save_profile_updates_and_replaces_the_lookups(store: Store) -> None:
     db_id = await database(store)
     first = await profile(store, db_id, "ann@example.org", ("+1 555 0100",), {"crm": "A-1"})
-    updated = await store.save_profile(
-        db_id, first.pk, first.profile_id, "anne@example.org", [("+1 555 0199", "15550199")], {"tier": "gold"}, LATER
+    updated = await save_profile(
+        store, db_id, first.profile_id, "anne@example.org", [("+1 555 0199", "15550199")], {"tier": "gold"}, LATER
     )
     assert (updated.pk, updated.profile_id, updated.created, updated.updated) == (
         first.pk,

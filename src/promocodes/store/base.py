@@ -687,24 +687,6 @@ class Store(ABC):
             return await _write_profile(conn, database_id, found[0].pk if found else None, data, to_micros(now))
 
     @operation
-    async def save_profile(
-        self,
-        conn: Connection,
-        database_id: int,
-        existing_pk: int | None,
-        profile_id: str,
-        email: str | None,
-        phones: Sequence[tuple[str, str]],
-        fields: Mapping[str, Any],
-        now: datetime,
-    ) -> Profile:
-        """Create the profile, or replace the data of ``existing_pk``, as told: no look-up, no lock. For the command
-        line and tests; the API goes through :meth:`upsert_profile`, which keeps keys from being duplicated."""
-        async with conn.transaction():
-            data = ProfileData(profile_id=profile_id, email=email, phones=phones, fields=fields)
-            return await _write_profile(conn, database_id, existing_pk, data, to_micros(now))
-
-    @operation
     async def delete_profile(self, conn: Connection, profile_pk: int, force: bool) -> bool:
         """Delete a profile (True), or refuse while it holds codes (False); with ``force``, refuse only while it
         holds activated codes.
