@@ -19,13 +19,12 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from starlette.testclient import TestClient
 
 from promocodes.config import Settings
 from promocodes.http.app import create_app
-from promocodes.models import Role
 from promocodes.store import Store, open_store
-from tests.helpers import Api, issue_token
+from tests.client import InProcessClient
+from tests.helpers import Api, admin_token
 from tests.proxy import FreezingProxy
 
 POSTGRES_ADMIN_URL = os.environ.get("PROMOCODES_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -183,7 +182,7 @@ def app_settings(database_url: str) -> Settings:
 
 @pytest.fixture
 def api(app_settings: Settings) -> Iterator[Api]:
-    """The whole application in-process (Starlette's TestClient), with an admin token of account ``default``."""
+    """The whole application in-process (``tests/client.py``), with an admin token of account ``default``."""
     app = create_app(app_settings, migrate=True)
-    with TestClient(app) as client:
-        yield Api(client, app_settings.database_url, issue_token(app_settings.database_url, "default", Role.ADMIN))
+    with InProcessClient(app) as client:
+        yield Api(client, app_settings.database_url, admin_token(client, app))

@@ -7,12 +7,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from starlette.testclient import TestClient
+import httpx2
+from starlette.applications import Starlette
 
 from promocodes.models import Match, MatchMode, Profile, Role
 from promocodes.service import Services
 from promocodes.store import Store, open_store
 from promocodes.store.base import ProfileData
+from tests.client import InProcessClient
 
 # `get`'s data keys in the documented order (docs/api.md#get); the last two only while the code is bound.
 GET_KEYS = [
@@ -48,10 +50,19 @@ def issue_token(database_url: str, account: str, role: Role) -> str:
     return asyncio.run(issue())
 
 
+def admin_token(client: InProcessClient, app: Starlette) -> str:
+    """An admin token of account ``default`` (created when missing), issued by the application's own services on
+    its loop: cheaper than opening a second connection to the database."""
+    services: Services = app.state.services
+    view = client.run(services.tokens.issue("default", Role.ADMIN))
+    assert isinstance(view.token, str)
+    return view.token
+
+
 class Api:
     """A thin client for the API: ``api.call("promocodes/get", loyalty_id=1, code="A")`` → the parsed envelope."""
 
-    def __init__(self, client: TestClient, database_url: str, token: str) -> None:
+    def __init__(self, client: httpx2.Client, database_url: str, token: str) -> None:
         self.client = client
         self.database_url = database_url
         self.token = token

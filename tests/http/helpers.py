@@ -8,12 +8,10 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
 
-from starlette.testclient import TestClient
-
 from promocodes.config import Settings
 from promocodes.http.app import create_app
-from promocodes.models import Role
-from tests.helpers import Api, issue_token
+from tests.client import InProcessClient
+from tests.helpers import Api, admin_token
 
 
 def post(
@@ -94,5 +92,5 @@ def exported_codes(api: Api, loyalty_id: int) -> list[str]:
 def running(database_url: str, **settings: Any) -> Iterator[Api]:
     """An application of our own, for the settings the `api` fixture does not have."""
     app = create_app(Settings(database_url=database_url, **settings), migrate=True)
-    with TestClient(app) as client:
-        yield Api(client, database_url, issue_token(database_url, "default", Role.ADMIN))
+    with InProcessClient(app) as client:
+        yield Api(client, database_url, admin_token(client, app))

@@ -11,13 +11,13 @@ from typing import Any
 
 import msgspec
 import pytest
-from starlette.testclient import TestClient
 
 from promocodes.config import Settings
 from promocodes.http.app import create_app
 from promocodes.http.docs_page import STYLESHEET_PATH, render
 from promocodes.http.openapi import openapi_document
 from promocodes.http.routes import METHODS
+from tests.client import InProcessClient
 
 
 class Page(HTMLParser):
@@ -68,8 +68,8 @@ class Page(HTMLParser):
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(database_url=f"sqlite:///{tmp_path}/docs.db"), migrate=True)) as client:
+def client(tmp_path: Path) -> Iterator[InProcessClient]:
+    with InProcessClient(create_app(Settings(database_url=f"sqlite:///{tmp_path}/docs.db"), migrate=True)) as client:
         yield client
 
 
@@ -79,7 +79,7 @@ def request_fields(request: type[Any]) -> list[str]:
     return [field.name for field in info.fields]
 
 
-def test_docs_is_an_html_page_with_a_strict_policy(client: TestClient) -> None:
+def test_docs_is_an_html_page_with_a_strict_policy(client: InProcessClient) -> None:
     response = client.get("/docs")
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
@@ -89,7 +89,7 @@ def test_docs_is_an_html_page_with_a_strict_policy(client: TestClient) -> None:
     assert response.text.startswith("<!doctype html>")
 
 
-def test_it_lists_exactly_the_api_methods_of_the_route_table(client: TestClient) -> None:
+def test_it_lists_exactly_the_api_methods_of_the_route_table(client: InProcessClient) -> None:
     page = Page(client.get("/docs").text)
     api_paths = [path for path in page.paths if path.startswith("/api/")]
     assert sorted(api_paths) == sorted(method.path for method in METHODS)
@@ -97,13 +97,13 @@ def test_it_lists_exactly_the_api_methods_of_the_route_table(client: TestClient)
     assert {"/healthz", "/openapi.json"} <= set(page.paths)
 
 
-def test_each_method_shows_the_fields_its_request_takes(client: TestClient) -> None:
+def test_each_method_shows_the_fields_its_request_takes(client: InProcessClient) -> None:
     page = Page(client.get("/docs").text)
     for method in METHODS:
         assert page.fields[method.path] == request_fields(method.request), method.path
 
 
-def test_it_needs_no_script_and_nothing_from_another_site(client: TestClient) -> None:
+def test_it_needs_no_script_and_nothing_from_another_site(client: InProcessClient) -> None:
     text = client.get("/docs").text
     page = Page(text)
     assert "script" not in page.tags
@@ -113,7 +113,7 @@ def test_it_needs_no_script_and_nothing_from_another_site(client: TestClient) ->
     assert any(url.startswith(STYLESHEET_PATH) for url in page.urls)
 
 
-def test_its_style_sheet_is_served_by_the_server(client: TestClient) -> None:
+def test_its_style_sheet_is_served_by_the_server(client: InProcessClient) -> None:
     page = Page(client.get("/docs").text)
     (stylesheet,) = [url for url in page.urls if url.startswith(STYLESHEET_PATH)]
     response = client.get(stylesheet)
@@ -124,7 +124,7 @@ def test_its_style_sheet_is_served_by_the_server(client: TestClient) -> None:
     assert "url(" not in response.text  # the style sheet loads nothing either
 
 
-def test_every_anchor_the_page_links_to_exists(client: TestClient) -> None:
+def test_every_anchor_the_page_links_to_exists(client: InProcessClient) -> None:
     text = client.get("/docs").text
     for url in Page(text).urls:
         if url.startswith("#"):
@@ -147,6 +147,6 @@ def test_text_from_the_document_is_escaped() -> None:
     assert "<code>&lt;b&gt;</code>" in html
 
 
-def test_the_page_only_answers_get(client: TestClient) -> None:
+def test_the_page_only_answers_get(client: InProcessClient) -> None:
     response = client.post("/docs")
     assert response.status_code == 405

@@ -38,7 +38,6 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.specs.openapi.checks import response_schema_conformance
-from starlette.testclient import TestClient
 
 from promocodes.config import Settings
 from promocodes.http.app import create_app
@@ -47,6 +46,7 @@ from promocodes.http.routes import METHODS, Method
 from promocodes.models import Role
 from promocodes.service import Services
 from promocodes.store import open_store
+from tests.client import InProcessClient
 from tests.helpers import Api
 
 pytestmark = pytest.mark.slow  # live servers / fuzzers: left out of the quick loop (-m 'not slow')
@@ -168,7 +168,7 @@ def issue_admin_token(database_url: str) -> tuple[str, int]:
 
 def build_world(settings_: Settings) -> World:
     token, token_id = issue_admin_token(settings_.database_url)
-    with TestClient(create_app(settings_, migrate=True)) as client:
+    with InProcessClient(create_app(settings_, migrate=True)) as client:
         api = Api(client, settings_.database_url, token)
         personal = api.program(name="Fuzz personal")
         universal = api.program(
@@ -714,7 +714,7 @@ def raw_requests(draw: st.DrawFn, method: Method, world: World, target: str | No
 
 
 def raw_fuzzer(
-    method: Method, target: str | None, world: World, client: TestClient, faults: ServerFaults
+    method: Method, target: str | None, world: World, client: InProcessClient, faults: ServerFaults
 ) -> Callable[[], None]:
     @settings(FUZZ_SETTINGS, max_examples=RAW_EXAMPLES if target is None else RAW_EXAMPLES_PER_FIELD)
     @given(request=raw_requests(method, world, target))
@@ -739,7 +739,7 @@ def test_raw_bodies_get_an_envelope_and_never_a_server_error(
 ) -> None:
     world = build_world(app_settings)
     started = time.perf_counter()
-    with TestClient(create_app(app_settings, migrate=True), raise_server_exceptions=False) as client:
+    with InProcessClient(create_app(app_settings, migrate=True), raise_server_exceptions=False) as client:
         for method in run_order(METHODS):
             for target in [None, *targets(method)]:
                 raw_fuzzer(method, target, world, client, server_faults)()

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import pytest
-from starlette.testclient import TestClient
 
 from promocodes.config import Settings
 from promocodes.http.app import create_app
+from tests.client import InProcessClient
 from tests.conftest import Api
 from tests.proxy import FreezingProxy
 
@@ -30,7 +30,7 @@ def test_readiness_is_503_while_postgres_does_not_answer_and_health_stays_200(
     proxy: FreezingProxy, postgres_url: str
 ) -> None:
     app = create_app(Settings(database_url=proxy.url(postgres_url), db_timeout=TIMEOUT), migrate=True)
-    with TestClient(app) as client:
+    with InProcessClient(app) as client:
         assert client.get("/readyz").status_code == 200
         proxy.freeze()
         frozen = client.get("/readyz")
@@ -53,7 +53,7 @@ def test_readiness_is_503_while_postgres_does_not_answer_and_health_stays_200(
 @pytest.mark.timeout(60)
 def test_readiness_is_503_on_a_database_without_the_schema(tmp_path: str) -> None:
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/empty.db", db_timeout=TIMEOUT))  # not migrated
-    with TestClient(app) as client:
+    with InProcessClient(app) as client:
         answer = client.get("/readyz")
     assert (answer.status_code, answer.json()["error"]) == (503, 503)
     assert answer.headers["Retry-After"] == "1"

@@ -10,7 +10,6 @@ from typing import Any
 import msgspec
 import pytest
 from openapi_spec_validator import validate
-from starlette.testclient import TestClient
 
 from promocodes import schemas
 from promocodes.config import Settings
@@ -18,6 +17,7 @@ from promocodes.http.app import create_app
 from promocodes.http.openapi import openapi_document
 from promocodes.http.routes import METHODS, Method
 from promocodes.models import ROLE_CAPABILITIES, Role
+from tests.client import InProcessClient
 
 TRANSPORT_STATUSES = ("404", "405", "408", "413", "429", "500", "503")
 
@@ -28,8 +28,8 @@ def document() -> dict[str, Any]:
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(database_url=f"sqlite:///{tmp_path}/openapi.db"), migrate=True)) as client:
+def client(tmp_path: Path) -> Iterator[InProcessClient]:
+    with InProcessClient(create_app(Settings(database_url=f"sqlite:///{tmp_path}/openapi.db"), migrate=True)) as client:
         yield client
 
 
@@ -62,7 +62,7 @@ def test_the_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
     validate(document)
 
 
-def test_it_is_served_at_openapi_json_and_never_cached(client: TestClient, document: dict[str, Any]) -> None:
+def test_it_is_served_at_openapi_json_and_never_cached(client: InProcessClient, document: dict[str, Any]) -> None:
     response = client.get("/openapi.json")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")

@@ -13,12 +13,12 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from starlette.testclient import TestClient
 
 from promocodes.config import Settings
 from promocodes.http.app import create_app
 from promocodes.models import Role
 from promocodes.store import sqlite_path
+from tests.client import InProcessClient
 from tests.helpers import GET_KEYS, Api, issue_token
 from tests.http.helpers import (
     bound_code,
@@ -511,7 +511,7 @@ def test_unreachable_storage_is_http_503(postgres_url: str) -> None:
     proxy = FreezingProxy(url.hostname or "127.0.0.1", url.port or 5432)
     via_proxy = proxy.url(postgres_url)
     token = issue_token(postgres_url, "default", Role.ADMIN)
-    with TestClient(create_app(Settings(database_url=via_proxy), migrate=True)) as client:
+    with InProcessClient(create_app(Settings(database_url=via_proxy), migrate=True)) as client:
         headers = {"Authorization": f"Bearer {token}"}
         assert client.post("/api/v1.1/promocodes/programs/list", json={}, headers=headers).json()["error"] == 0
         proxy.close()

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from starlette.testclient import TestClient
 
 from promocodes.config import Settings
 from promocodes.errors import StorageUnavailable
@@ -28,6 +27,7 @@ from promocodes.models import Role
 from promocodes.store import Store, open_store, sqlite_path
 from promocodes.store.base import Connection
 from promocodes.store.sqlite import SqliteStore
+from tests.client import InProcessClient
 from tests.helpers import issue_token
 from tests.proxy import FreezingProxy
 
@@ -100,7 +100,7 @@ def test_a_frozen_postgres_is_http_503_then_served_again(proxy: FreezingProxy, p
     token = issue_token(postgres_url, "default", Role.ADMIN)
     app = create_app(Settings(database_url=proxy.url(postgres_url), db_timeout=TIMEOUT), migrate=True)
     headers = {"Authorization": f"Bearer {token}"}
-    with TestClient(app) as client:
+    with InProcessClient(app) as client:
         assert client.post("/api/v1.1/promocodes/programs/list", json={}, headers=headers).json()["error"] == 0
         proxy.freeze()
         frozen = client.post("/api/v1.1/promocodes/programs/list", json={}, headers=headers)
