@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from promocodes.models import Match, MatchMode, Profile, Role
 from promocodes.service import Services
 from promocodes.store import Store, open_store
-from promocodes.store.base import ProfileData
+from promocodes.store.profiles import ProfileData
 
 # `get`'s data keys in the documented order (docs/api.md#get); the last two only while the code is bound.
 GET_KEYS = [
