@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from promocodes.models import Match, MatchMode, Profile, Role
 from promocodes.service import Services
 from promocodes.store import Store, open_store
-from promocodes.store.base import ProfileData
+from promocodes.store.profiles import ProfileData
 from tests.client import InProcessClient
 
 # `get`'s data keys in the documented order (docs/api.md#get); the last two only while the code is bound.

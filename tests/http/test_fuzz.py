@@ -42,7 +42,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from promocodes.config import Settings
 from promocodes.http.app import create_app
 from promocodes.http.openapi import OPENAPI_PATH
-from promocodes.http.routes import METHODS, Method
+from promocodes.http.routes import METHODS, ApiMethod
 from promocodes.models import Role
 from promocodes.service import Services
 from promocodes.store import open_store
@@ -188,7 +188,7 @@ def build_world(settings_: Settings) -> World:
     return World(settings_.database_url, token, token_id, [personal, universal], db_id, codes, emails, spare)
 
 
-def run_order(methods: tuple[Method, ...]) -> list[Method]:
+def run_order(methods: tuple[ApiMethod, ...]) -> list[ApiMethod]:
     """Deletions and revocations last, so that the objects the other operations aim at still exist for them."""
     return sorted(methods, key=lambda method: method.path.endswith(("/delete", "/revoke")))
 
@@ -532,7 +532,7 @@ def hostile_for(name: str, value: Any) -> st.SearchStrategy[Any]:
     return st.one_of(*aimed, hostile_values)
 
 
-def base_params(method: Method, world: World) -> dict[str, Any]:
+def base_params(method: ApiMethod, world: World) -> dict[str, Any]:
     """A valid body for the method, aimed at the world's objects."""
     known: dict[str, Any] = {
         "loyalty_id": world.loyalty_ids[0],
@@ -631,7 +631,7 @@ COMPANIONS: dict[str, dict[str, Any]] = {
 BODY_KINDS = ["json", "json", "json", "xml", "xml", "form", "deep json", "deep xml", "bytes"]
 
 
-def targets(method: Method) -> list[str]:
+def targets(method: ApiMethod) -> list[str]:
     """The fields the raw fuzzer aims at one by one: every field of the request, and the envelope's two."""
     info = msgspec.inspect.type_info(method.request)
     assert isinstance(info, msgspec.inspect.StructType)
@@ -639,7 +639,7 @@ def targets(method: Method) -> list[str]:
 
 
 @st.composite
-def raw_requests(draw: st.DrawFn, method: Method, world: World, target: str | None) -> RawRequest:
+def raw_requests(draw: st.DrawFn, method: ApiMethod, world: World, target: str | None) -> RawRequest:
     """One request. With a ``target``, a well-formed body whose target field holds a hostile value; without
     one, anything: several fields broken, deep nesting, random bytes, byte-level edits, a body past the size
     limit, any content type. Hypothesis tries the simplest draw first, so every choice's first option is the
@@ -714,7 +714,7 @@ def raw_requests(draw: st.DrawFn, method: Method, world: World, target: str | No
 
 
 def raw_fuzzer(
-    method: Method, target: str | None, world: World, client: InProcessClient, faults: ServerFaults
+    method: ApiMethod, target: str | None, world: World, client: InProcessClient, faults: ServerFaults
 ) -> Callable[[], None]:
     @settings(FUZZ_SETTINGS, max_examples=RAW_EXAMPLES if target is None else RAW_EXAMPLES_PER_FIELD)
     @given(request=raw_requests(method, world, target))

@@ -15,7 +15,7 @@ from promocodes import schemas
 from promocodes.config import Settings
 from promocodes.http.app import create_app
 from promocodes.http.openapi import openapi_document
-from promocodes.http.routes import METHODS, Method
+from promocodes.http.routes import METHODS, ApiMethod
 from promocodes.models import ROLE_CAPABILITIES, Role
 from tests.client import InProcessClient
 
@@ -39,12 +39,12 @@ def resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def operation(document: dict[str, Any], method: Method) -> dict[str, Any]:
+def operation(document: dict[str, Any], method: ApiMethod) -> dict[str, Any]:
     found: dict[str, Any] = document["paths"][method.path]["post"]
     return found
 
 
-def success_envelope(document: dict[str, Any], method: Method, media: str = "application/json") -> dict[str, Any]:
+def success_envelope(document: dict[str, Any], method: ApiMethod, media: str = "application/json") -> dict[str, Any]:
     """The success branch of a method's HTTP 200 answer (the other branch is the API error)."""
     any_of = operation(document, method)["responses"]["200"]["content"][media]["schema"]["anyOf"]
     assert {"$ref": "#/components/schemas/ApiError"} in any_of
@@ -52,7 +52,7 @@ def success_envelope(document: dict[str, Any], method: Method, media: str = "app
     return success
 
 
-def method_at(path: str) -> Method:
+def method_at(path: str) -> ApiMethod:
     (found,) = [method for method in METHODS if method.path == f"/api/v1.1/{path}"]
     return found
 
@@ -102,7 +102,7 @@ def test_the_token_may_travel_in_the_header_or_the_query_string(document: dict[s
 
 
 @pytest.mark.parametrize("method", METHODS, ids=[method.path.removeprefix("/api/v1.1/") for method in METHODS])
-def test_request_schemas_are_the_request_structs(document: dict[str, Any], method: Method) -> None:
+def test_request_schemas_are_the_request_structs(document: dict[str, Any], method: ApiMethod) -> None:
     body = operation(document, method)["requestBody"]
     assert set(body["content"]) == {"application/json", "application/xml", "application/x-www-form-urlencoded"}
     for content in body["content"].values():

@@ -24,7 +24,7 @@ from promocodes.models import (
     Role,
 )
 from promocodes.store import Store
-from promocodes.store.base import ProfileData
+from promocodes.store.profiles import ProfileData
 from tests.helpers import save_profile
 
 pytestmark = pytest.mark.anyio

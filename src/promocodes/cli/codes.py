@@ -13,7 +13,7 @@ import msgspec
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from promocodes.cli.common import DEFAULT_DATABASE_URL, DatabaseUrl, command, err, out, program_admin, services
+from promocodes.cli.common import DEFAULT_DATABASE_URL, DatabaseUrl, command, err, out, services
 from promocodes.schemas import ImportRequest, ProgramRef
 
 
@@ -30,7 +30,7 @@ async def import_codes(
     total_lines = _count_utf8_lines(file)
     counts = {"inserted": 0, "duplicated": 0, "discarded_by_limit": 0, "invalid": 0}
     async with services(database_url) as svc:
-        principal = await program_admin(svc, program)
+        principal = await svc.accounts.program_admin(program)
         with (
             file.open("r", encoding="utf-8-sig", newline="") as handle,
             Progress(
@@ -127,7 +127,7 @@ async def export(
     if fmt not in ("csv", "ndjson"):
         raise ValueError(f"Unknown format {fmt!r}: use csv or ndjson")
     async with services(database_url) as svc:
-        principal = await program_admin(svc, program)
+        principal = await svc.accounts.program_admin(program)
         items = await svc.promocodes.export(principal, ProgramRef(loyalty_id=program))
         handle = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
         count = 0

@@ -23,8 +23,7 @@ import typer
 from rich.console import Console
 
 from promocodes.config import DEFAULT_DATABASE_URL, mask_password
-from promocodes.errors import NotFound, PromocodeError, StorageUnavailable
-from promocodes.models import Principal, Role
+from promocodes.errors import PromocodeError, StorageUnavailable
 from promocodes.service import Services
 from promocodes.store import Store, open_store, sqlite_path
 
@@ -52,7 +51,6 @@ __all__ = [
     "AsJson",
     "CannotOpen",
     "DatabaseUrl",
-    "account_admin",
     "check_sqlite_file",
     "command",
     "err",
@@ -60,7 +58,6 @@ __all__ = [
     "open_checked",
     "out",
     "print_json",
-    "program_admin",
     "services",
     "sqlite_file",
 ]
@@ -183,24 +180,9 @@ async def services(database_url: str, migrate: bool = True, create: bool = False
     ``migrate`` pass ``create``: every other command refuses a SQLite file that does not exist yet."""
     store = await open_checked(database_url, create)
     try:
+        svc = Services(store)
         if migrate:
-            await store.migrate()
-        yield Services(store)
+            await svc.migrations.apply()
+        yield svc
     finally:
         await store.close()
-
-
-async def account_admin(svc: Services, account: str) -> Principal:
-    """The administrator of an existing account."""
-    account_id = await svc.store.find_account(account)
-    if account_id is None:
-        raise NotFound(f"Account {account!r} not found")
-    return Principal(account_id=account_id, role=Role.ADMIN)
-
-
-async def program_admin(svc: Services, program_id: int) -> Principal:
-    """The administrator of whichever account owns the program."""
-    account_id = await svc.store.program_account(program_id)
-    if account_id is None:
-        raise NotFound(f"Program {program_id} not found")
-    return Principal(account_id=account_id, role=Role.ADMIN)

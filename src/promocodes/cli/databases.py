@@ -12,7 +12,6 @@ from promocodes.cli.common import (
     Account,
     AsJson,
     DatabaseUrl,
-    account_admin,
     command,
     out,
     print_json,
@@ -33,7 +32,7 @@ async def database_create(
 ) -> None:
     """Create a profile database and print its id (the `db_id` of the API)."""
     async with services(database_url) as svc:
-        view = await svc.profiles.create_database(await account_admin(svc, account), DatabaseCreate(name=name))
+        view = await svc.profiles.create_database(await svc.accounts.admin(account), DatabaseCreate(name=name))
     if as_json:
         print_json(view)
     else:
@@ -47,7 +46,7 @@ async def database_list(
 ) -> None:
     """List an account's profile databases."""
     async with services(database_url) as svc:
-        views = await svc.profiles.list_databases(await account_admin(svc, account))
+        views = await svc.profiles.list_databases(await svc.accounts.admin(account))
     if as_json:
         print_json(views)
         return

@@ -134,7 +134,7 @@ def _check_port(host: str, port: int) -> None:
 
 async def _prepare(settings: Settings) -> str | None:
     async with services(settings.database_url, create=True) as svc:
-        if await svc.store.count_tokens():
+        if await svc.tokens.count_all():
             return None
         created = await svc.tokens.issue("default", Role.ADMIN, "created on first start")
         return created.token if isinstance(created.token, str) else None
@@ -145,7 +145,7 @@ async def _prepare(settings: Settings) -> str | None:
 async def migrate(database_url: DatabaseUrl = DEFAULT_DATABASE_URL) -> None:
     """Apply the schema migrations that the database does not have yet."""
     async with services(database_url, migrate=False, create=True) as svc:
-        applied = await svc.store.migrate()
+        applied = await svc.migrations.apply()
     done = f"applied {', '.join(applied)}" if applied else "up to date"
     out.print(f"{_where(database_url)}: {done}", highlight=False)
 

@@ -16,15 +16,12 @@ from promocodes.cli.common import (
     Account,
     AsJson,
     DatabaseUrl,
-    account_admin,
     command,
     out,
     print_json,
-    program_admin,
     services,
 )
-from promocodes.domain.times import utcnow
-from promocodes.models import SETTINGS, Principal, Role, Setting
+from promocodes.models import SETTINGS, Setting
 from promocodes.schemas import ProgramCreate, ProgramDelete, ProgramRef, ProgramUpdate, ProgramView
 
 app = typer.Typer(help="Create, list, show, change and delete loyalty programs.", no_args_is_help=True)
@@ -121,8 +118,7 @@ async def program_create(
     request = ProgramCreate(**settings)
     async with services(database_url) as svc:
         # Like `token create`, so that a program can be set up on a database that has no account yet.
-        account_id = await svc.store.ensure_account(account, utcnow())
-        view = await svc.programs.create(Principal(account_id=account_id, role=Role.ADMIN), request)
+        view = await svc.programs.create(await svc.accounts.ensure_admin(account), request)
     if as_json:
         print_json(view)
     else:
@@ -136,7 +132,7 @@ async def program_list(
 ) -> None:
     """List an account's programs with their code counts."""
     async with services(database_url) as svc:
-        principal = await account_admin(svc, account)
+        principal = await svc.accounts.admin(account)
         views = [
             await svc.programs.get(principal, ProgramRef(loyalty_id=p.id)) for p in await svc.programs.list(principal)
         ]
@@ -158,7 +154,7 @@ async def program_get(
 ) -> None:
     """Show one program: every setting and its code counts."""
     async with services(database_url) as svc:
-        view = await svc.programs.get(await program_admin(svc, program), ProgramRef(loyalty_id=program))
+        view = await svc.programs.get(await svc.accounts.program_admin(program), ProgramRef(loyalty_id=program))
     if as_json:
         print_json(view)
     else:
@@ -177,7 +173,7 @@ async def program_update(
     """Change the settings given; the others keep their values."""
     changes = settings
     async with services(database_url) as svc:
-        principal = await program_admin(svc, program)
+        principal = await svc.accounts.program_admin(program)
         view = await svc.programs.update(principal, ProgramUpdate(loyalty_id=program, **changes))
     if as_json:
         print_json(view)
@@ -194,5 +190,7 @@ async def program_delete(
 ) -> None:
     """Delete a program and its codes."""
     async with services(database_url) as svc:
-        await svc.programs.delete(await program_admin(svc, program), ProgramDelete(loyalty_id=program, force=force))
+        await svc.programs.delete(
+            await svc.accounts.program_admin(program), ProgramDelete(loyalty_id=program, force=force)
+        )
     out.print(f"Deleted program {program}", highlight=False)

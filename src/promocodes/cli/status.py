@@ -17,7 +17,6 @@ from promocodes.cli.common import (
     sqlite_file,
 )
 from promocodes.config import mask_password
-from promocodes.models import Principal, Role
 from promocodes.schemas import ProgramRef, ProgramView
 
 
@@ -40,16 +39,15 @@ async def status(
     path = sqlite_file(database_url)
     where = str(path) if path is not None else mask_password(database_url)
     async with services(database_url, migrate=False) as svc:
-        applied, pending = await svc.store.migration_status()
-        account_id = await svc.store.find_account(account) if not pending else None
+        applied, pending = await svc.migrations.status()
+        principal = await svc.accounts.find_admin(account) if not pending else None
         programs: list[ProgramView] = []
-        if account_id is not None:
-            principal = Principal(account_id=account_id, role=Role.ADMIN)
+        if principal is not None:
             programs = [
                 await svc.programs.get(principal, ProgramRef(loyalty_id=p.id))
                 for p in await svc.programs.list(principal)
             ]
-    report = Status(where, applied, pending, account, account_id is not None, programs)
+    report = Status(where, applied, pending, account, principal is not None, programs)
     if as_json:
         print_json(report)
         return
@@ -59,7 +57,7 @@ async def status(
         out.print(f"Migrations pending: {', '.join(pending)} (run `promocodes migrate`)", highlight=False)
         return
     out.print("Migrations pending: none", highlight=False)
-    if account_id is None:
+    if principal is None:
         out.print(f"Account {account!r}: none yet", highlight=False)
         return
     table = Table(

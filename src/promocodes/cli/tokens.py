@@ -12,7 +12,6 @@ from promocodes.cli.common import (
     Account,
     AsJson,
     DatabaseUrl,
-    account_admin,
     command,
     out,
     print_json,
@@ -50,7 +49,7 @@ async def token_list(
 ) -> None:
     """List an account's tokens (never the tokens themselves: only their hashes are stored)."""
     async with services(database_url) as svc:
-        tokens = await svc.tokens.list(await account_admin(svc, account))
+        tokens = await svc.tokens.list(await svc.accounts.admin(account))
     if as_json:
         print_json(tokens)
         return
@@ -69,5 +68,5 @@ async def token_revoke(
 ) -> None:
     """Revoke a token: it stops working at once here, and in running servers within their token cache time."""
     async with services(database_url) as svc:
-        view = await svc.tokens.revoke(await account_admin(svc, account), TokenRevoke(id=token_id))
+        view = await svc.tokens.revoke(await svc.accounts.admin(account), TokenRevoke(id=token_id))
     out.print(f"Revoked token {view.id} of account {account!r}", highlight=False)

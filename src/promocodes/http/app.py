@@ -18,7 +18,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.applications import Starlette
@@ -47,13 +47,16 @@ from promocodes.http.docs_page import docs_routes
 from promocodes.http.openapi import OPENAPI_PATH, openapi_endpoint
 from promocodes.http.ratelimit import FailureGuard, RateLimiter
 from promocodes.http.responses import choose_format, failure, success, unexpected
-from promocodes.http.routes import METHODS, Method
+from promocodes.http.routes import METHODS, ApiMethod
 from promocodes.models import Principal
 from promocodes.schemas import ImportResult
+from promocodes.schemas import Request as RequestStruct
 from promocodes.service import Services
 from promocodes.service.auth import authorize
 from promocodes.service.promocodes import IN_THREAD_ITEMS
 from promocodes.store import Store, open_store
+
+T = TypeVar("T")
 
 #: bodies larger than this are decoded in a worker thread, so that the event loop keeps serving other requests
 DECODE_IN_THREAD_BYTES = 64 * 1024
@@ -76,7 +79,7 @@ def _bearer(header: str | None) -> str | None:
     return None
 
 
-def _convert(params: dict[str, Any], request_type: type[Any]) -> Any:
+def _convert(params: dict[str, Any], request_type: type[T]) -> T:
     try:
         return msgspec.convert(params, request_type, strict=False)
     except msgspec.ValidationError as error:
@@ -127,7 +130,7 @@ class Api:
                 self.failed_auth.failed(f"address:{address}")
             raise
 
-    def endpoint(self, method: Method) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(self, method: ApiMethod) -> Callable[[Request], Awaitable[Response]]:
         array_fields = method.array_fields
 
         async def handle(request: Request) -> Response:
@@ -181,15 +184,15 @@ class Api:
 
         return handle
 
-    async def run(self, method: Method, principal: Principal, typed: Any, address: str) -> Any:
+    async def run(self, method: ApiMethod, principal: Principal, typed: RequestStruct, address: str) -> object:
         """The service call; a method that looks up a code by what the client sends counts its misses, so that
         guessing codes (or programs) runs into 429 while every lookup that finds something goes through."""
         if not method.guessable:
-            return await method.handler(self.services, principal, typed)
+            return await method.answer(self.services, principal, typed)
         keys = (f"token:{principal.token_id}", f"address:{address}")
         self.failed_lookups.check(*keys)
         try:
-            return await method.handler(self.services, principal, typed)
+            return await method.answer(self.services, principal, typed)
         except NotFound:
             self.failed_lookups.failed(*keys)
             raise

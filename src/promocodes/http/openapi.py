@@ -34,7 +34,7 @@ from promocodes.errors import (
     Unauthorized,
 )
 from promocodes.http.encoding import JSON_MEDIA, SUCCESS_TEXT, XML_MEDIA
-from promocodes.http.routes import METHODS, Method
+from promocodes.http.routes import METHODS, ApiMethod
 from promocodes.models import ROLE_CAPABILITIES, Role
 
 OPENAPI_PATH = "/openapi.json"
@@ -98,7 +98,7 @@ def _tag(path: str) -> str:
     return parts[1] if parts[0] == "promocodes" and len(parts) > 2 else parts[0]
 
 
-def _roles(method: Method) -> list[str]:
+def _roles(method: ApiMethod) -> list[str]:
     """The roles whose tokens may call the method, weakest first."""
     return [role.value for role in (Role.READ, Role.WRITE, Role.ADMIN) if method.capability in ROLE_CAPABILITIES[role]]
 
@@ -114,7 +114,7 @@ def _envelope(data: dict[str, Any], error: dict[str, Any], error_text: dict[str,
     }
 
 
-def _success_schema(method: Method, data: dict[str, Any]) -> dict[str, Any]:
+def _success_schema(method: ApiMethod, data: dict[str, Any]) -> dict[str, Any]:
     """The envelope of a successful call. Import's answer puts its counters beside ``data``, not inside it, as
     ``promocodes.http.responses.success`` writes them."""
     success = {"const": 0}
@@ -151,7 +151,7 @@ def _transport_refs() -> dict[str, Any]:
     return {str(error.http_status): {"$ref": f"#/components/responses/{error.__name__}"} for error in TRANSPORT_ERRORS}
 
 
-def _operation(method: Method, request_schema: dict[str, Any], data_schema: dict[str, Any]) -> dict[str, Any]:
+def _operation(method: ApiMethod, request_schema: dict[str, Any], data_schema: dict[str, Any]) -> dict[str, Any]:
     roles = _roles(method)
     body_optional = method.request is schemas.Empty
     answer = _success_schema(method, data_schema)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -16,17 +16,21 @@ from promocodes import schemas
 from promocodes.models import Capability, Principal
 from promocodes.service import Services
 
-Handler = Callable[[Services, Principal, Any], Awaitable[Any]]
+Req = TypeVar("Req", bound=schemas.Request)
 
 
 @dataclass(frozen=True)
-class Method:
+class Method(Generic[Req]):
+    """One API method, typed by its request struct: mypy checks that ``handler`` takes the ``request`` struct."""
+
     path: str
-    request: type[schemas.Request]
+    request: type[Req]
     capability: Capability
-    handler: Handler
-    #: the type of the answer's ``data`` as the handler returns it (``None``: always null), for the OpenAPI document
-    response: Any
+    handler: Callable[[Services, Principal, Req], Awaitable[object]]
+    #: the type of the answer's ``data`` as the handler returns it (``None``: always null), for the OpenAPI document.
+    #: ``object``: it holds typing constructs (a struct, ``list[...]``, ``Annotated[...]``, ``None``) that only
+    #: msgspec's schema generator reads, and no type annotation describes them all
+    response: object
     #: one line for the OpenAPI document
     summary: str
     #: looks an object up by what the client sends (a code, a program): its misses count towards the failed
@@ -40,6 +44,35 @@ class Method:
         assert isinstance(info, msgspec.inspect.StructType)
         return frozenset(field.name for field in info.fields if isinstance(field.type, msgspec.inspect.ListType))
 
+    async def answer(self, services: Services, principal: Principal, request: schemas.Request) -> object:
+        """Run the handler on a request the pipeline decoded into this method's struct. The check proves that to
+        the type checker (the pipeline handles every method alike, as an :class:`ApiMethod`); it cannot fail for
+        a request converted to :attr:`request`, and fails loudly for any other."""
+        if not isinstance(request, self.request):
+            raise TypeError(f"{self.path} takes {self.request.__name__}, not {type(request).__name__}")
+        return await self.handler(services, principal, request)
+
+
+class ApiMethod(Protocol):
+    """A :class:`Method` of whichever request struct, as the pipeline (``promocodes.http.app``) and the OpenAPI
+    document read it: everything but the typed handler, which :meth:`Method.answer` runs."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def request(self) -> type[schemas.Request]: ...
+    @property
+    def capability(self) -> Capability: ...
+    @property
+    def response(self) -> object: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def guessable(self) -> bool: ...
+    @property
+    def array_fields(self) -> frozenset[str]: ...
+    async def answer(self, services: Services, principal: Principal, request: schemas.Request) -> object: ...
+
 
 PROMOCODES = "/api/v1.1/promocodes"
 READ, WRITE = Capability.READ_CODES, Capability.WRITE_CODES
@@ -47,7 +80,10 @@ READ, WRITE = Capability.READ_CODES, Capability.WRITE_CODES
 # `programs/get` answers the program with its statistics, which the other program answers leave out.
 ProgramWithStats = Annotated[schemas.ProgramView, msgspec.Meta(extra_json_schema={"required": ["stats"]})]
 
-METHODS: tuple[Method, ...] = (
+# Left without a declared type on purpose: a declared element type (``ApiMethod``, or ``Method[Any]``) would become
+# the context mypy infers each ``Method``'s ``Req`` from (``schemas.Request``, or ``Any``), and it would no longer
+# check each handler against the struct its method declares. Inferred, each entry is typed by its own ``request``.
+_METHODS = (
     Method(
         f"{PROMOCODES}/import",
         schemas.ImportRequest,
@@ -215,3 +251,6 @@ METHODS: tuple[Method, ...] = (
         summary="Revoke a token",
     ),
 )
+
+#: Every API method, as the pipeline and the OpenAPI document read them.
+METHODS: tuple[ApiMethod, ...] = _METHODS

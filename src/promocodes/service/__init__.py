@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from promocodes.service.accounts import AccountService
 from promocodes.service.auth import Authenticator
+from promocodes.service.migrations import MigrationService
 from promocodes.service.profiles import ProfileService
 from promocodes.service.programs import ProgramService
 from promocodes.service.promocodes import PromocodeService
@@ -20,3 +22,5 @@ class Services:
         self.profiles = ProfileService(store)
         self.promocodes = PromocodeService(store, self.programs, self.profiles)
         self.tokens = TokenService(store, self.authenticator)
+        self.accounts = AccountService(store)
+        self.migrations = MigrationService(store)

@@ -23,7 +23,7 @@ from promocodes.schemas import (
     ProfileView,
 )
 from promocodes.store import Store
-from promocodes.store.base import ProfileData
+from promocodes.store.profiles import ProfileData
 
 # The field a mode reads, in the order used to guess the mode when `matching` is omitted.
 _MODE_FIELDS = {

@@ -36,6 +36,11 @@ class TokenService:
         account_id = await self.store.ensure_account(account, utcnow())
         return await self.create(Principal(account_id=account_id, role=Role.ADMIN), TokenCreate(role=role, name=name))
 
+    async def count_all(self) -> int:
+        """For the command line: how many tokens the database holds, in every account, revoked ones included (a
+        database without any gets a first admin token when ``serve`` starts)."""
+        return await self.store.count_tokens()
+
     async def create(self, principal: Principal, request: TokenCreate) -> TokenView:
         token = new_token()
         info = await self.store.create_token(

@@ -2,7 +2,8 @@
 
 Concurrency comes from PostgreSQL itself: the shared operations use conditional ``UPDATE`` statements, whose row
 locks and READ COMMITTED re-evaluation make each state change happen once, and ``FOR UPDATE SKIP LOCKED`` when
-many requests pick from one pool of free codes at the same moment (see the docstrings in ``store.base``).
+many requests pick from one pool of free codes at the same moment (see the docstrings in ``store.codes`` and the
+other domain modules).
 
 Timeouts: one operation — waiting for a pooled connection, for a row another transaction holds, for a server that
 stopped answering — is bounded by ``timeout`` seconds as a whole (``asyncio.timeout`` around it), and asyncpg's own
@@ -11,8 +12,8 @@ operation's time (``command_timeout`` for the statements asyncpg issues itself, 
 A connection abandoned mid-operation is terminated, never returned to the pool: its transaction may still be open
 and its protocol mid-message. Terminating it closes the socket, and the server rolls back whatever it had not
 committed — so a 503 means "maybe not applied": not applied, unless the ``COMMIT`` itself was already sent, which is
-why the operations are written to be safe to run twice (see ``Store._run``). (A server process stuck waiting for a
-lock notices the closed socket only once it gets the lock; it then rolls back at once.)
+why the operations are written to be safe to run twice (see ``StoreBase._run``). (A server process stuck waiting for
+a lock notices the closed socket only once it gets the lock; it then rolls back at once.)
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any, TypeVar, cast
 import asyncpg
 
 from promocodes.domain.times import to_micros, utcnow
-from promocodes.store.base import Connection, Row, Store, StoreLoad, timed_out, unavailable, vanished
+from promocodes.store import Store
+from promocodes.store.base import Connection, Row, StoreLoad, timed_out, unavailable, vanished
 from promocodes.store.migrations import CREATE_VERSIONS_TABLE, migration_files, migration_status
 
 T = TypeVar("T")

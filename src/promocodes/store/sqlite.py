@@ -1,7 +1,7 @@
 """The SQLite adapter: the embedded default, a single file created on first start.
 
 Design: every write runs on ONE dedicated database thread that owns the writing ``sqlite3`` connection and runs a
-private event loop. The shared operations of :class:`~promocodes.store.base.Store` are coroutines; on that thread
+private event loop. The shared operations of :class:`~promocodes.store.Store` are coroutines; on that thread
 their awaits on SQLite return at once (the calls are synchronous), so an operation costs one hop between threads,
 never blocks the server's event loop, and never interleaves with another operation of this process.
 
@@ -48,7 +48,8 @@ from typing import Any, TypeVar
 
 from promocodes.domain.times import to_micros, utcnow
 from promocodes.errors import StorageUnavailable
-from promocodes.store.base import Connection, Row, Store, StoreLoad, timed_out, unavailable, vanished
+from promocodes.store import Store
+from promocodes.store.base import Connection, Row, StoreLoad, timed_out, unavailable, vanished
 from promocodes.store.migrations import CREATE_VERSIONS_TABLE, migration_files, migration_status
 
 T = TypeVar("T")

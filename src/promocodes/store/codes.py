@@ -1,0 +1,463 @@
+"""Promo codes (docs/api.md#promo-code-methods): the operations of :class:`CodeStore` — import, get (the code
+state), activate, update, attach (named or from the pool), detach, export — and the state-machine helpers they share
+(``_activate``, ``_update_code``, ``_deactivate``, ``_detach``, ``_bind``, …), each change one conditional
+statement whose ``RETURNING`` row says whether it happened."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+
+from promocodes.domain.times import from_micros, to_micros
+from promocodes.errors import Conflict, NotFound
+from promocodes.models import CodeState, ExportedCode, ImportOutcome, Outcome
+from promocodes.store.base import Connection, Row, StoreBase, _Rollback, bulk_operation, operation, read_operation
+from promocodes.store.rows import _binding, _flag, _time
+
+_CODE_STATE = """
+    SELECT c.id, c.code, c.program_id, c.created, c.expire_date, c.attached_count,
+           (SELECT count(activated) FROM code_bindings WHERE code_id = c.id) AS activated_count,
+           (SELECT max(activated) FROM code_bindings WHERE code_id = c.id) AS last_activated,
+           l.profile_pk AS latest_profile_pk, lp.profile_id AS latest_profile_id,
+           lp.database_id AS latest_database_id, l.attached AS latest_attached, l.activated AS latest_activated,
+           o.profile_pk AS own_profile_pk, op.profile_id AS own_profile_id,
+           op.database_id AS own_database_id, o.attached AS own_attached, o.activated AS own_activated
+    FROM codes c
+    LEFT JOIN code_bindings l ON l.id = (
+        SELECT id FROM code_bindings WHERE code_id = c.id ORDER BY attached DESC, id DESC LIMIT 1)
+    LEFT JOIN profiles lp ON lp.id = l.profile_pk
+    LEFT JOIN code_bindings o ON o.code_id = c.id AND o.profile_pk = CAST($3 AS BIGINT)
+    LEFT JOIN profiles op ON op.id = o.profile_pk
+    WHERE c.program_id = $1 AND c.code_key = $2
+"""
+
+
+class CodeStore(StoreBase):
+    """Promo codes: imported, read, activated, updated, attached, detached, exported."""
+
+    @bulk_operation
+    async def import_codes(
+        self,
+        conn: Connection,
+        program_id: int,
+        rows: Sequence[tuple[str, str]],
+        now: datetime,
+        case_sensitive: bool | None = None,
+    ) -> ImportOutcome:
+        """Insert ``(code, key)`` rows (keys already unique within the batch), in order, up to the program's limit.
+
+        Lock: the first statement touches the program row (:func:`_program_for_insert`), which holds it until
+        commit, so two imports into one program count against ``codes_limit`` one after the other and can never
+        overshoot it together. Duplicates (keys the program holds) use no room. ``case_sensitive`` is the setting
+        the keys were made under: checked on the locked row, so keys are never stored under a setting that changed
+        since the service read the program.
+        """
+        async with conn.transaction():
+            program = await _program_for_insert(conn, program_id, case_sensitive)
+            limit = program["codes_limit"]
+            room = None if limit is None else max(0, limit - program["code_count"])
+            created = to_micros(now)
+            inserted: set[str] = set()
+            considered = 0
+            while considered < len(rows) and (room is None or room > 0):
+                # Without a limit, one pass; with one, try as many rows as there is room for: duplicates among
+                # them leave room for the next rows, so loop until the room or the rows run out.
+                end = len(rows) if room is None else considered + room
+                added = await conn.insert_codes(program_id, rows[considered:end], created)
+                inserted |= added
+                considered = min(end, len(rows))
+                if room is not None:
+                    room -= len(added)
+            if inserted:
+                await conn.fetchval(
+                    "UPDATE programs SET code_count = code_count + $2 WHERE id = $1 RETURNING code_count",
+                    program_id,
+                    len(inserted),
+                )
+            return ImportOutcome(inserted=frozenset(inserted), considered=considered)
+
+    @read_operation
+    async def code_state(
+        self, conn: Connection, program_id: int, key: str, profile_pk: int | None = None
+    ) -> CodeState | None:
+        return await _code_state(conn, program_id, key, profile_pk)
+
+    @operation
+    async def activate(
+        self, conn: Connection, program_id: int, key: str, profile_pk: int | None, now: datetime
+    ) -> Outcome:
+        """Redeem a code: ONE conditional ``UPDATE`` (attached, not activated, not expired, and bound to
+        ``profile_pk`` when one is named).
+
+        Lock: the ``UPDATE`` row lock. Two concurrent activations both find the binding, but the second waits on
+        the first's row lock and then re-checks ``activated IS NULL`` against the committed row (PostgreSQL's READ
+        COMMITTED re-evaluation; on SQLite write transactions are serial), so exactly one of them matches.
+        No transaction around it: a single statement is atomic on its own, and the read that explains a refusal
+        changes nothing.
+        """
+        return await _activate(conn, program_id, key, profile_pk, to_micros(now))
+
+    @operation
+    async def update_code(
+        self,
+        conn: Connection,
+        program_id: int,
+        key: str,
+        profile_pk: int | None,
+        expire_date: datetime | None,
+        set_expiry: bool,
+        activated: bool | None,
+        now: datetime,
+    ) -> Outcome:
+        """Change the expiry and/or the activation, all or nothing (docs/api.md#update).
+
+        The new expiry is written first, so the activation is judged against it; when the activation then fails,
+        the transaction rolls back and the expiry stays as it was. Locks: those of the two ``UPDATE`` statements;
+        activation is the same single conditional statement as :meth:`activate`.
+        """
+        at = to_micros(now)
+        try:
+            async with conn.transaction():
+                return await _update_code(conn, program_id, key, profile_pk, expire_date, set_expiry, activated, at)
+        except _Rollback as rollback:
+            return rollback.outcome
+
+    @operation
+    async def attach_code(
+        self,
+        conn: Connection,
+        program_id: int,
+        code: str,
+        key: str,
+        profile_pk: int,
+        multiple_usage: bool,
+        create: bool,
+        now: datetime,
+        case_sensitive: bool | None = None,
+    ) -> Outcome:
+        """Bind the named code to a profile, creating it first when ``create`` and it is unknown (``case_sensitive``:
+        as in :meth:`import_codes`).
+
+        Locks: a personal code is claimed by ONE conditional ``UPDATE`` (``attached_count`` 0 → 1); of two
+        concurrent claims the second re-checks the committed row, finds 1, and matches nothing. A multiple-usage
+        code takes one binding row per profile, and the ``UNIQUE (code_id, profile_pk)`` constraint makes the
+        second of two identical binds a no-op (``ON CONFLICT DO NOTHING``). Creating the code goes through
+        :meth:`import_codes`' program-row lock, so the program limit holds. The program row is held with
+        ``share_row`` to commit, so that a delete without ``force`` waits for this attach (see
+        :meth:`ProgramStore.delete_program`).
+        """
+        at = to_micros(now)
+        async with conn.transaction():
+            await conn.fetchval(f"SELECT id FROM programs WHERE id = $1{conn.share_row}", program_id)
+            if create:
+                exists = await conn.fetchval(
+                    "SELECT id FROM codes WHERE program_id = $1 AND code_key = $2", program_id, key
+                )
+                if exists is None:
+                    outcome = await self._import_one(conn, program_id, code, key, at, case_sensitive)
+                    if outcome is not Outcome.DONE:
+                        return outcome
+            if multiple_usage:
+                code_id = await conn.fetchval(
+                    "INSERT INTO code_bindings (code_id, profile_pk, attached) "
+                    "SELECT id, $3, $4 FROM codes WHERE program_id = $1 AND code_key = $2 "
+                    "  AND (expire_date IS NULL OR expire_date > $4) "
+                    "ON CONFLICT (code_id, profile_pk) DO NOTHING RETURNING code_id",
+                    program_id,
+                    key,
+                    profile_pk,
+                    at,
+                )
+                if code_id is not None:
+                    await conn.fetchval(
+                        "UPDATE codes SET attached_count = attached_count + 1 WHERE id = $1 RETURNING id", code_id
+                    )
+                    return Outcome.DONE
+            else:
+                code_id = await conn.fetchval(
+                    "UPDATE codes SET attached_count = 1 WHERE program_id = $1 AND code_key = $2 "
+                    "AND attached_count = 0 AND (expire_date IS NULL OR expire_date > $3) RETURNING id",
+                    program_id,
+                    key,
+                    at,
+                )
+                if code_id is not None:
+                    await _bind(conn, code_id, profile_pk, at)
+                    return Outcome.DONE
+            return _why_not_attached(await _code_state(conn, program_id, key, profile_pk), at)
+
+    async def _import_one(
+        self, conn: Connection, program_id: int, code: str, key: str, at: int, case_sensitive: bool | None
+    ) -> Outcome:
+        program = await _program_for_insert(conn, program_id, case_sensitive)
+        if program["codes_limit"] is not None and program["code_count"] >= program["codes_limit"]:
+            return Outcome.LIMIT_REACHED
+        if await conn.insert_codes(program_id, [(code, key)], at):
+            await conn.fetchval(
+                "UPDATE programs SET code_count = code_count + 1 WHERE id = $1 RETURNING id", program_id
+            )
+        return Outcome.DONE
+
+    @operation
+    async def attach_from_pool(
+        self, conn: Connection, program_id: int, profile_pk: int, one_per_profile: bool, now: datetime
+    ) -> str | None:
+        """Bind the oldest free, unexpired code of the program to the profile; None when none is free.
+
+        Locks:
+        - the program row (``share_row``), as in :meth:`attach_code`;
+        - the profile row (``lock_row``: ``FOR NO KEY UPDATE`` on PostgreSQL), held to commit, so that with
+          ``one_per_profile`` two concurrent attaches for one profile run one after the other and the second
+          sees the first's code instead of taking another;
+        - the picked code: ``SELECT … FOR UPDATE SKIP LOCKED`` inside the claiming ``UPDATE``. Concurrent
+          attaches each lock a different free row instead of queueing on the same oldest one, and the outer
+          ``attached_count = 0`` re-check means a row claimed meanwhile is never claimed twice. On SQLite the
+          write transaction (``BEGIN IMMEDIATE``) is itself exclusive.
+        The partial index ``codes_free`` makes the pick a seek to the first free row at any number of codes.
+        """
+        at = to_micros(now)
+        async with conn.transaction():
+            await conn.fetchval(f"SELECT id FROM programs WHERE id = $1{conn.share_row}", program_id)
+            await conn.fetchval(f"SELECT id FROM profiles WHERE id = $1{conn.lock_row}", profile_pk)
+            if one_per_profile:
+                held: str | None = await conn.fetchval(
+                    "SELECT c.code FROM code_bindings b JOIN codes c ON c.id = b.code_id "
+                    "WHERE b.profile_pk = $1 AND c.program_id = $2 ORDER BY b.attached, b.id LIMIT 1",
+                    profile_pk,
+                    program_id,
+                )
+                if held is not None:
+                    return held
+            row = await conn.fetchrow(
+                "UPDATE codes SET attached_count = 1 WHERE id = ("
+                "  SELECT id FROM codes WHERE program_id = $1 AND attached_count = 0"
+                "    AND (expire_date IS NULL OR expire_date > $2)"
+                f"  ORDER BY id LIMIT 1{conn.skip_locked}"
+                ") AND attached_count = 0 RETURNING id, code",
+                program_id,
+                at,
+            )
+            if row is None:
+                return None
+            await _bind(conn, row["id"], profile_pk, at)
+            picked: str = row["code"]
+            return picked
+
+    @operation
+    async def detach(self, conn: Connection, program_id: int, key: str, profile_pk: int) -> Outcome:
+        """Unbind a code from the profile that alone holds it, unless it was activated.
+
+        Locks: the claim is ONE conditional ``UPDATE`` (``attached_count`` 1 → 0), then the binding is deleted
+        under its own conditions (this profile, not activated); if that matches nothing the whole transaction
+        rolls back, so a refused detach leaves the count as it was.
+        """
+        try:
+            async with conn.transaction():
+                return await _detach(conn, program_id, key, profile_pk)
+        except _Rollback as rollback:
+            return rollback.outcome
+
+    @read_operation
+    async def export_page(self, conn: Connection, program_id: int, after_id: int, limit: int) -> list[ExportedCode]:
+        """One page of the program's codes in creation order, after ``after_id`` (keyset paging: no cursor is
+        held between pages, so an export of millions of codes needs neither a long transaction nor memory)."""
+        rows = await conn.fetch(
+            "SELECT c.id, c.code, max(b.attached) AS attached, max(b.activated) AS activated "
+            "FROM (SELECT id, code FROM codes WHERE program_id = $1 AND id > $2 ORDER BY id LIMIT $3) c "
+            "LEFT JOIN code_bindings b ON b.code_id = c.id GROUP BY c.id, c.code ORDER BY c.id",
+            program_id,
+            after_id,
+            limit,
+        )
+        return [
+            ExportedCode(
+                id=row["id"],
+                code=row["code"],
+                attached=from_micros(row["attached"]),
+                activated=from_micros(row["activated"]),
+            )
+            for row in rows
+        ]
+
+    async def export_codes(self, program_id: int, page_size: int = 5000) -> AsyncIterator[ExportedCode]:
+        """Every code of the program, page by page; memory stays at one page whatever the program's size."""
+        after_id = 0
+        while True:
+            page = await self.export_page(program_id, after_id, page_size)
+            for item in page:
+                yield item
+            if len(page) < page_size:
+                return
+            after_id = page[-1].id
+
+
+async def _program_for_insert(conn: Connection, program_id: int, case_sensitive: bool | None) -> Row:
+    """Lock the program row for an insert of codes (a no-op ``UPDATE``, held to commit: inserts into one program
+    and a change of its ``case_sensitive`` run one after the other) and return its count and limit."""
+    program = await conn.fetchrow(
+        "UPDATE programs SET code_count = code_count WHERE id = $1 RETURNING code_count, codes_limit, case_sensitive",
+        program_id,
+    )
+    if program is None:  # deleted since the service looked it up
+        raise NotFound(f"Program {program_id} not found")
+    if case_sensitive is not None and _flag(program["case_sensitive"]) != case_sensitive:
+        raise Conflict(f"Program {program_id} changed its case sensitivity meanwhile; nothing was imported, retry")
+    return program
+
+
+async def _bind(conn: Connection, code_id: int, profile_pk: int, at: int) -> None:
+    await conn.fetchval(
+        "INSERT INTO code_bindings (code_id, profile_pk, attached) VALUES ($1, $2, $3) RETURNING id",
+        code_id,
+        profile_pk,
+        at,
+    )
+
+
+async def _code_state(conn: Connection, program_id: int, key: str, profile_pk: int | None) -> CodeState | None:
+    """The code with its latest binding and, when ``profile_pk`` is given, that profile's binding: ONE statement,
+    so the parts are read from one snapshot without a transaction around them."""
+    row = await conn.fetchrow(_CODE_STATE, program_id, key, profile_pk)
+    if row is None:
+        return None
+    return CodeState(
+        id=row["id"],
+        code=row["code"],
+        program_id=row["program_id"],
+        created=_time(row["created"]),
+        expire_date=from_micros(row["expire_date"]),
+        attached_count=row["attached_count"],
+        activated_count=int(row["activated_count"]),
+        last_activated=from_micros(row["last_activated"]),
+        latest=_binding(row, "latest"),
+        own=_binding(row, "own"),
+    )
+
+
+async def _activate(conn: Connection, program_id: int, key: str, profile_pk: int | None, at: int) -> Outcome:
+    activated = await conn.fetchval(
+        """
+        UPDATE code_bindings SET activated = $3
+        WHERE id = (
+            SELECT b.id FROM code_bindings b JOIN codes c ON c.id = b.code_id
+            WHERE c.program_id = $1 AND c.code_key = $2 AND b.activated IS NULL
+              AND (c.expire_date IS NULL OR c.expire_date > $3)
+              AND (CAST($4 AS BIGINT) IS NULL OR b.profile_pk = $4)
+            ORDER BY b.id LIMIT 1)
+        AND activated IS NULL
+        RETURNING id
+        """,
+        program_id,
+        key,
+        at,
+        profile_pk,
+    )
+    if activated is not None:
+        return Outcome.DONE
+    state = await _code_state(conn, program_id, key, profile_pk)
+    if state is None:
+        return Outcome.NO_CODE
+    binding = state.own if profile_pk is not None else state.latest
+    if binding is None:
+        return Outcome.NOT_ATTACHED if state.attached_count == 0 else Outcome.ATTACHED_ELSEWHERE
+    if binding.activated is not None:
+        return Outcome.ALREADY_ACTIVATED
+    return Outcome.EXPIRED
+
+
+async def _update_code(
+    conn: Connection,
+    program_id: int,
+    key: str,
+    profile_pk: int | None,
+    expire_date: datetime | None,
+    set_expiry: bool,
+    activated: bool | None,
+    at: int,
+) -> Outcome:
+    if set_expiry:
+        changed = await conn.fetchval(
+            "UPDATE codes SET expire_date = $3 WHERE program_id = $1 AND code_key = $2 RETURNING id",
+            program_id,
+            key,
+            None if expire_date is None else to_micros(expire_date),
+        )
+        if changed is None:
+            return Outcome.NO_CODE
+    if activated is True:
+        outcome = await _activate(conn, program_id, key, profile_pk, at)
+        if outcome is not Outcome.DONE:
+            raise _Rollback(outcome)  # undo the new expiry too: all or nothing
+        return outcome
+    if activated is False:
+        outcome = await _deactivate(conn, program_id, key, profile_pk)
+        if outcome not in (Outcome.DONE, Outcome.UNCHANGED):
+            raise _Rollback(outcome)  # a refused deactivation undoes the new expiry as well: all or nothing
+        return outcome
+    return Outcome.DONE
+
+
+async def _deactivate(conn: Connection, program_id: int, key: str, profile_pk: int | None) -> Outcome:
+    """Clear the activation (a rollback of a redemption). A code that is not activated is left as it is."""
+    cleared = await conn.fetchval(
+        "UPDATE code_bindings SET activated = NULL WHERE activated IS NOT NULL "
+        "AND code_id = (SELECT id FROM codes WHERE program_id = $1 AND code_key = $2) "
+        "AND (CAST($3 AS BIGINT) IS NULL OR profile_pk = $3) RETURNING id",
+        program_id,
+        key,
+        profile_pk,
+    )
+    if cleared is not None:
+        return Outcome.DONE
+    state = await _code_state(conn, program_id, key, profile_pk)
+    if state is None:
+        return Outcome.NO_CODE
+    if profile_pk is not None and state.own is None:
+        return Outcome.NOT_ATTACHED if state.attached_count == 0 else Outcome.ATTACHED_ELSEWHERE
+    return Outcome.UNCHANGED
+
+
+def _why_not_attached(state: CodeState | None, at: int) -> Outcome:
+    if state is None:
+        return Outcome.NO_CODE
+    if state.own is not None:
+        return Outcome.UNCHANGED
+    if state.expire_date is not None and to_micros(state.expire_date) <= at:
+        return Outcome.EXPIRED
+    return Outcome.ATTACHED_ELSEWHERE
+
+
+async def _detach(conn: Connection, program_id: int, key: str, profile_pk: int) -> Outcome:
+    code_id = await conn.fetchval(
+        "UPDATE codes SET attached_count = 0 WHERE program_id = $1 AND code_key = $2 AND attached_count = 1 "
+        "RETURNING id",
+        program_id,
+        key,
+    )
+    if code_id is None:
+        return await _why_not_detached(conn, program_id, key, profile_pk)
+    removed = await conn.fetchval(
+        "DELETE FROM code_bindings WHERE code_id = $1 AND profile_pk = $2 AND activated IS NULL RETURNING id",
+        code_id,
+        profile_pk,
+    )
+    if removed is None:
+        # The sole binding is someone else's, or this profile's but activated; the rollback puts the count back.
+        own = await conn.fetchval(
+            "SELECT 1 FROM code_bindings WHERE code_id = $1 AND profile_pk = $2", code_id, profile_pk
+        )
+        raise _Rollback(Outcome.ALREADY_ACTIVATED if own else Outcome.ATTACHED_ELSEWHERE)
+    return Outcome.DONE
+
+
+async def _why_not_detached(conn: Connection, program_id: int, key: str, profile_pk: int) -> Outcome:
+    state = await _code_state(conn, program_id, key, profile_pk)
+    if state is None:
+        return Outcome.NO_CODE
+    if state.attached_count == 0:
+        return Outcome.NOT_ATTACHED
+    if state.attached_count > 1:
+        return Outcome.SEVERAL_PROFILES
+    if state.own is None:
+        return Outcome.ATTACHED_ELSEWHERE
+    return Outcome.ALREADY_ACTIVATED
