@@ -103,8 +103,10 @@ async def _decode(body: bytes, kind: str) -> dict[str, Any]:
     return decode_body(body, kind)
 
 
-class Api:
-    """Runs the pipeline for one method. Built once per method at start-up."""
+class RequestPipeline:
+    """What every API method's request goes through — token, limits, body, decoding, the service call, the
+    answer — and the state those steps share (rate limits, the body budget). One per application;
+    :meth:`endpoint` makes each method's route handler."""
 
     def __init__(self, services: Services, settings: Settings) -> None:
         self.services = services
@@ -241,7 +243,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     # within 1 ms instead of the default 5 ms, which is what a `get` waits on while a million codes go in.
     sys.setswitchinterval(0.001)
     store = store or open_store(settings.database_url, settings.pool_size, settings.db_timeout)
-    api = Api(Services(store, settings.token_cache_seconds), settings)
+    pipeline = RequestPipeline(Services(store, settings.token_cache_seconds), settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -254,7 +256,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
         finally:
             await store.close()
 
-    routes = [Route(method.path, api.endpoint(method), methods=["POST"]) for method in METHODS] + [
+    routes = [Route(method.path, pipeline.endpoint(method), methods=["POST"]) for method in METHODS] + [
         Route("/readyz", _readiness(store), methods=["GET"]),
         Route("/metrics", metrics.endpoint(store), methods=["GET"]),
     ]
@@ -269,5 +271,5 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     )
     # `/get/` is an unknown method (404 in the envelope), not a redirect an API client would not follow with a body.
     app.router.redirect_slashes = False
-    app.state.services = api.services  # for tests that look inside
+    app.state.services = pipeline.services  # for tests that look inside
     return app

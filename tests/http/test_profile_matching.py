@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import Api
-from tests.service.helpers import ANN, BOB, Shop
+from tests.http.shop import ANN, BOB, Shop
 
 DORA = "Dora.Mixed@Example.ORG"
 PHONE = "+7 (900) 000-00-00"

@@ -1,4 +1,4 @@
-"""Helpers for the service tests: a program with a database of three profiles, driven through the HTTP API (so
+"""A shop for the end-to-end API tests: a program with a database of three profiles, driven through the HTTP API (so
 every test runs on both adapters through the ``api`` fixture)."""
 
 from __future__ import annotations

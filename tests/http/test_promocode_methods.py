@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import GET_KEYS, Api
-from tests.service.helpers import ANN, BOB, CAROL, FUTURE, PAST, Shop
+from tests.http.shop import ANN, BOB, CAROL, FUTURE, PAST, Shop
 
 CODE_METHODS = ("get", "activate", "update", "attach", "detach")
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
