@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from promocodes.http.routes import METHODS
+from promocodes.models import PROGRAM_SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 API_DOC = ROOT / "docs" / "api.md"
@@ -100,4 +101,14 @@ def test_every_api_method_has_its_own_section(path: str) -> None:
 
 def test_every_service_path_has_its_own_section() -> None:
     text = API_DOC.read_text(encoding="utf-8")
-    assert {"get-healthz", "get-openapijson", "get-docs"} <= anchors(text)
+    assert {"get-healthz", "get-readyz", "get-metrics", "get-openapijson", "get-docs"} <= anchors(text)
+
+
+def test_the_settings_table_lists_every_program_setting_in_order() -> None:
+    """The table of docs/api.md#program-settings follows the settings' declaration (``models.ProgramSettings``):
+    a setting added there without its row, or a row left behind, fails here."""
+    text = API_DOC.read_text(encoding="utf-8")
+    section = text.split("\n## Program settings\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    documented = [name for row in rows for name in re.findall(r"`(\w+)`", row.split("|")[1])]
+    assert documented == list(PROGRAM_SETTINGS)

@@ -14,8 +14,8 @@ import pytest
 
 from promocodes.config import Settings
 from promocodes.http.app import create_app
-from promocodes.http.docs_page import STYLESHEET_PATH, render
-from promocodes.http.openapi import openapi_document
+from promocodes.http.docs_page import render
+from promocodes.http.openapi import STYLESHEET_PATH, openapi_document
 from promocodes.http.routes import METHODS
 from tests.client import InProcessClient
 

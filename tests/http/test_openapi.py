@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 from openapi_spec_validator import validate
+from starlette.routing import Route
 
 from promocodes import schemas
 from promocodes.config import Settings
@@ -191,6 +192,27 @@ def test_transport_failures_keep_their_status_and_the_envelope(document: dict[st
             assert schema["properties"]["error"] == {"const": int(status)}
             assert schema["properties"]["data"] == {"type": "null"}
             assert ("Retry-After" in response.get("headers", {})) is (status in ("429", "503"))
+
+
+def test_the_document_lists_exactly_the_routes_the_server_has(document: dict[str, Any], tmp_path: Path) -> None:
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/routes.db"))
+    served = {
+        (route.path, method.lower())
+        for route in app.routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+        if method != "HEAD"  # Starlette adds HEAD to every GET route by itself
+    }
+    documented = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert documented == served
+
+
+def test_readiness_answers_its_envelope_or_503(document: dict[str, Any]) -> None:
+    ready = document["paths"]["/readyz"]["get"]["responses"]
+    assert ready["200"]["content"]["application/json"]["schema"]["properties"]["data"]["properties"] == {
+        "status": {"const": "ready"}
+    }
+    assert ready["503"] == {"$ref": "#/components/responses/StorageUnavailable"}
 
 
 def test_health_is_documented(document: dict[str, Any]) -> None:

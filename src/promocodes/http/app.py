@@ -44,7 +44,7 @@ from promocodes.http.access_log import AccessLog, code_hash, record_of
 from promocodes.http.bodies import BodyBudget, read_body
 from promocodes.http.decoding import body_kind, decode_body, wrap_arrays
 from promocodes.http.docs_page import docs_routes
-from promocodes.http.openapi import OPENAPI_PATH, openapi_endpoint
+from promocodes.http.openapi import HEALTH_PATH, METRICS_PATH, OPENAPI_PATH, READY_PATH, openapi_endpoint
 from promocodes.http.ratelimit import FailureGuard, RateLimiter
 from promocodes.http.responses import choose_format, failure, success, unexpected
 from promocodes.http.routes import METHODS, ApiMethod
@@ -257,10 +257,10 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
             await store.close()
 
     routes = [Route(method.path, pipeline.endpoint(method), methods=["POST"]) for method in METHODS] + [
-        Route("/readyz", _readiness(store), methods=["GET"]),
-        Route("/metrics", metrics.endpoint(store), methods=["GET"]),
+        Route(READY_PATH, _readiness(store), methods=["GET"]),
+        Route(METRICS_PATH, metrics.endpoint(store), methods=["GET"]),
     ]
-    routes.append(Route("/healthz", _health, methods=["GET"]))
+    routes.append(Route(HEALTH_PATH, _health, methods=["GET"]))
     routes.append(Route(OPENAPI_PATH, openapi_endpoint, methods=["GET"]))
     routes.extend(docs_routes())
     app = Starlette(

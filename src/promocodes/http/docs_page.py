@@ -21,10 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from promocodes.http.openapi import API_ERRORS, OPENAPI_PATH, openapi_document
+from promocodes.http.openapi import API_ERRORS, DOCS_PATH, OPENAPI_PATH, STYLESHEET_PATH, openapi_document
 
-DOCS_PATH = "/docs"
-STYLESHEET_PATH = "/docs/assets/docs.css"
 HTML_MEDIA = "text/html; charset=utf-8"
 CSS_MEDIA = "text/css; charset=utf-8"
 #: the page may load only what this server serves: its own style sheet. No script runs at all.

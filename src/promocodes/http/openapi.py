@@ -38,6 +38,9 @@ from promocodes.http.routes import METHODS, ApiMethod
 from promocodes.models import ROLE_CAPABILITIES, Role
 
 OPENAPI_PATH = "/openapi.json"
+# The paths that need no token besides this document (docs/api.md#service-paths); the server routes them by these.
+HEALTH_PATH, READY_PATH, METRICS_PATH = "/healthz", "/readyz", "/metrics"
+DOCS_PATH, STYLESHEET_PATH = "/docs", "/docs/assets/docs.css"
 API_PREFIX = "/api/v1.1/"
 FORM_MEDIA = "application/x-www-form-urlencoded"
 REF = "#/components/schemas/{name}"
@@ -195,15 +198,33 @@ def _operation(method: ApiMethod, request_schema: dict[str, Any], data_schema: d
     }
 
 
+def _plain_get(operation_id: str, summary: str, media: str, description: str) -> dict[str, Any]:
+    """A GET without a token whose answer is not the envelope (a page, a style sheet, metrics text)."""
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "tags": ["operations"],
+            "security": [],
+            "responses": {"200": {"description": description, "content": {media: {"schema": {"type": "string"}}}}},
+        }
+    }
+
+
 def _operations_paths() -> dict[str, Any]:
-    """The two GET paths that need no token: the liveness probe and this document."""
+    """The GET paths that need no token: the probes, the metrics, this document and the page built from it."""
     health = _envelope(
         {"type": "object", "properties": {"status": {"const": "ok"}}, "required": ["status"]},
         {"const": 0},
         {"const": SUCCESS_TEXT},
     )
+    ready = _envelope(
+        {"type": "object", "properties": {"status": {"const": "ready"}}, "required": ["status"]},
+        {"const": 0},
+        {"const": SUCCESS_TEXT},
+    )
     return {
-        "/healthz": {
+        HEALTH_PATH: {
             "get": {
                 "operationId": "healthz",
                 "summary": "Liveness: answers while the process serves",
@@ -212,6 +233,23 @@ def _operations_paths() -> dict[str, Any]:
                 "responses": {"200": {"description": "Serving", "content": {JSON_MEDIA: {"schema": health}}}},
             }
         },
+        READY_PATH: {
+            "get": {
+                "operationId": "readyz",
+                "summary": "Readiness: the database answers within its timeout",
+                "tags": ["operations"],
+                "security": [],
+                "responses": {
+                    "200": {"description": "The database answers", "content": {JSON_MEDIA: {"schema": ready}}},
+                    "503": {"$ref": f"#/components/responses/{StorageUnavailable.__name__}"},
+                },
+            }
+        },
+        METRICS_PATH: _plain_get(
+            "metrics", "Prometheus metrics of every worker", "text/plain", "Prometheus text exposition format"
+        ),
+        DOCS_PATH: _plain_get("docs", "This reference as a readable page", "text/html", "The reference page"),
+        STYLESHEET_PATH: _plain_get("docs_stylesheet", "The reference page's style sheet", "text/css", "CSS"),
         OPENAPI_PATH: {
             "get": {
                 "operationId": "openapi",
