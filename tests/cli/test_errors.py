@@ -59,3 +59,23 @@ def test_an_import_file_that_is_not_utf8_names_the_file_and_line(database_url: s
 def test_serve_on_a_port_out_of_range(tmp_path: Path, port: str) -> None:
     line = one_error_line(*run(f"sqlite:///{tmp_path}/p.db", "serve", "--port", port))
     assert f"Port {port} is out of range: use a port from 1 to 65535" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["programs", "list"], "Error: No such command 'programs'. Did you mean 'program'?"),
+        (["program", "get"], "Error: Missing argument 'program'."),
+        (
+            ["program", "get", "one"],
+            "Error: Invalid value for 'program': Input should be a valid integer, unable to parse string as an integer",
+        ),
+    ],
+)
+def test_a_mistyped_command_is_the_usage_and_one_plain_error_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    code, _, err = run(f"sqlite:///{tmp_path}/p.db", *args)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == message  # after the usage lines, not inside a box
+    assert "╭" not in err and "│" not in err

@@ -35,6 +35,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Usage errors as click prints them — "Error: No such command 'programs'." on one line after the usage —
+    # rather than inside a Rich box (every error of this CLI is one plain line).
+    rich_markup_mode=None,
 )
 app.add_typer(tokens.app, name="token")
 app.add_typer(programs.app, name="program")
