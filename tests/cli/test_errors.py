@@ -79,3 +79,10 @@ def test_a_mistyped_command_is_the_usage_and_one_plain_error_line(
     assert code == 2
     assert err.strip().splitlines()[-1] == message  # after the usage lines, not inside a box
     assert "╭" not in err and "│" not in err
+
+
+def test_program_create_in_an_account_without_a_name(database_url: str) -> None:
+    line = one_error_line(*run(database_url, "program", "create", "--name", "Spring", "--account", " "))
+    assert line == "Error: Account name must not be empty"
+    _, listed, _ = run(database_url, "program", "list", "--account", "", "--json")
+    assert "Spring" not in listed

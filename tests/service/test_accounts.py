@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from promocodes.errors import NotFound
+from promocodes.errors import BadRequest, NotFound
 from promocodes.models import Principal, Role
 from promocodes.schemas import ProgramCreate
 from promocodes.service import Services
@@ -28,6 +28,22 @@ async def test_an_account_is_found_by_name_as_its_administrator(store: Store) ->
     assert await services.accounts.find_admin("acme") == created
     assert await services.accounts.admin("acme") == created
     assert await services.accounts.find_admin("other") is None
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\t"])
+async def test_an_account_is_never_created_without_a_name(store: Store, name: str) -> None:
+    services = Services(store)
+    with pytest.raises(BadRequest, match="Account name must not be empty"):
+        await services.accounts.ensure_admin(name)
+    with pytest.raises(BadRequest, match="Account name must not be empty"):
+        await services.tokens.issue(name, Role.ADMIN)
+    assert await services.accounts.find_admin(name) is None
+    assert await services.accounts.find_admin("") is None
+
+
+async def test_surrounding_white_space_is_not_part_of_an_account_name(store: Store) -> None:
+    services = Services(store)
+    assert await services.accounts.ensure_admin("  acme ") == await services.accounts.admin("acme")
 
 
 async def test_a_program_leads_to_the_administrator_of_its_account(store: Store) -> None:

@@ -4,7 +4,7 @@ command names, by name or through a program the account owns."""
 from __future__ import annotations
 
 from promocodes.domain.times import utcnow
-from promocodes.errors import NotFound
+from promocodes.errors import BadRequest, NotFound
 from promocodes.models import Principal, Role
 from promocodes.store import Store
 
@@ -31,8 +31,12 @@ class AccountService:
 
     async def ensure_admin(self, name: str) -> Principal:
         """The administrator of the named account, which is created when missing (concurrent creators of one name
-        get the same account), so that a command can set up a database that has no account yet."""
-        return _admin(await self.store.ensure_account(name, utcnow()))
+        get the same account), so that a command can set up a database that has no account yet. The name loses its
+        surrounding white space and must not be empty: an account no one can name again would be lost."""
+        account = name.strip()
+        if not account:
+            raise BadRequest("Account name must not be empty")
+        return _admin(await self.store.ensure_account(account, utcnow()))
 
     async def program_admin(self, program_id: int) -> Principal:
         """The administrator of whichever account owns the program; :class:`NotFound` when there is no such

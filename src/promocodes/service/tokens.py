@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from promocodes.domain.times import format_rfc3339, utcnow
-from promocodes.errors import BadRequest, NotFound
+from promocodes.errors import NotFound
 from promocodes.models import Principal, Role, TokenInfo
 from promocodes.schemas import TokenCreate, TokenRevoke, TokenView
+from promocodes.service.accounts import AccountService
 from promocodes.service.auth import Authenticator, new_token, token_hash
 from promocodes.store import Store
 
@@ -29,12 +30,10 @@ class TokenService:
         self.authenticator = authenticator
 
     async def issue(self, account_name: str, role: Role, name: str = "") -> TokenView:
-        """For the command line: create the account if it does not exist, then a token for it."""
-        account = account_name.strip()
-        if not account:
-            raise BadRequest("Account name must not be empty")
-        account_id = await self.store.ensure_account(account, utcnow())
-        return await self.create(Principal(account_id=account_id, role=Role.ADMIN), TokenCreate(role=role, name=name))
+        """For the command line: create the account if it does not exist (``AccountService.ensure_admin``'s rules),
+        then a token for it."""
+        admin = await AccountService(self.store).ensure_admin(account_name)
+        return await self.create(admin, TokenCreate(role=role, name=name))
 
     async def count_all(self) -> int:
         """For the command line: how many tokens the database holds, in every account, revoked ones included (a
