@@ -43,6 +43,12 @@ _TABLES = (
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests (live servers, fuzzers) first: the parallel workers take tests in order, and one that starts
+    last would keep its worker busy long after the others ran out of tests."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
