@@ -24,6 +24,7 @@ from typing import Any, TypeVar, cast
 
 import asyncpg
 
+from promocodes.domain.templates import KeyPattern
 from promocodes.domain.times import to_micros, utcnow
 from promocodes.store.base import Connection, Row, Store, StoreLoad, timed_out, unavailable, vanished
 from promocodes.store.migrations import CREATE_VERSIONS_TABLE, migration_files, migration_status
@@ -93,6 +94,23 @@ class PostgresConnection:
             timeout=self._left(),
         )
         return {row["code_key"] for row in inserted}
+
+    async def insert_generated(self, program_id: int, codes: Sequence[str], keys: Sequence[str], created: int) -> int:
+        # Like insert_codes, without sending the inserted keys back: the command tag ("INSERT 0 <n>") counts them.
+        status = await self._raw.execute(
+            "INSERT INTO codes (program_id, code, code_key, created) "
+            "SELECT $1, code, code_key, $4 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(code, code_key, n) "
+            "ORDER BY n ON CONFLICT (program_id, code_key) DO NOTHING",
+            program_id,
+            codes,
+            keys,
+            created,
+            timeout=self._left(),
+        )
+        return int(status.rsplit(" ", 1)[1])
+
+    def key_match(self, pattern: KeyPattern) -> tuple[str, str]:
+        return "~", pattern.regex
 
 
 class PostgresStore(Store):
