@@ -854,6 +854,7 @@ class Store(ABC):
                 rounds_left -= 1
                 codes, keys = draw(min(remaining, self.GENERATION_BATCH))
                 remaining -= await conn.insert_generated(program_id, codes, keys, created)
+                del codes, keys  # before the next draw: one batch in memory at a time
             await conn.fetchval(
                 "UPDATE programs SET code_count = code_count + $2 WHERE id = $1 RETURNING code_count", program_id, count
             )
