@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import httpx2
 from starlette.applications import Starlette
 
+from promocodes.domain.codes import code_key
+from promocodes.domain.templates import Template
 from promocodes.models import Match, MatchMode, Profile, Role
 from promocodes.service import Services
 from promocodes.store import Store, open_store
@@ -120,3 +122,31 @@ async def save_profile(
         return ProfileData(profile_id=profile_id, email=email, phones=phones, fields=fields)
 
     return await store.upsert_profile(database_id, Match(MatchMode.PROFILE_ID, profile_id), build, now)
+
+
+Draw = Callable[[int], tuple[list[str], list[str]]]
+
+
+def drawing(template: str, case_sensitive: bool = True) -> Draw:
+    """The ``draw`` that ``Store.generate_codes`` takes, as the service makes it: codes of the template, keyed."""
+    parsed = Template(template)
+
+    def draw(count: int) -> tuple[list[str], list[str]]:
+        codes = parsed.generate_many(count)
+        return codes, [code_key(code, case_sensitive) for code in codes]
+
+    return draw
+
+
+def scripted(batches: Iterable[Sequence[str]]) -> tuple[Draw, list[int]]:
+    """A ``draw`` that answers with the given batches in turn (each cut to the size asked for), for tests that
+    choose which draws collide; and the list of sizes it was asked for."""
+    pending: Iterator[Sequence[str]] = iter(batches)
+    asked: list[int] = []
+
+    def draw(count: int) -> tuple[list[str], list[str]]:
+        asked.append(count)
+        codes = list(next(pending))[:count]
+        return codes, list(codes)
+
+    return draw, asked

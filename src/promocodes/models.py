@@ -237,3 +237,19 @@ class Outcome(enum.Enum):
     ALREADY_ACTIVATED = "already activated"
     EXPIRED = "expired"
     LIMIT_REACHED = "program limit reached"
+    KEY_SPACE_FULL = "too many codes for the template's key space"
+
+
+class Generation(msgspec.Struct, frozen=True):
+    """What the store did with a generate request (docs/api.md#generate): ``outcome`` DONE, with the new codes in
+    creation order when they were asked for; or the fact that refused it — LIMIT_REACHED or KEY_SPACE_FULL — with
+    the two numbers the refusal names: ``wanted``, the codes asked for plus those held that count against the
+    bound, and ``allowed``, the bound (``codes_limit``, or the key-space bound the service gave). The new codes are
+    the program's codes whose ids are above ``after_id`` and at most ``last_id``."""
+
+    outcome: Outcome
+    codes: list[str] = msgspec.field(default_factory=list)
+    wanted: int = 0
+    allowed: int = 0
+    after_id: int = 0
+    last_id: int = 0

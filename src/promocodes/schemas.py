@@ -85,6 +85,17 @@ class UpdateRequest(ActivateRequest, kw_only=True):
     expire_date: Text | UnsetType | None = UNSET  # "" or null clears the expiry
 
 
+# docs/api.md#generate: the most codes one request makes, and the most it may answer with.
+MAX_GENERATED = 1_000_000
+MAX_RETURNED_CODES = 10_000
+
+
+class GenerateRequest(ProgramRef, kw_only=True):
+    count: Annotated[int, Meta(ge=1, le=MAX_GENERATED)]
+    template: Text | None = None  # None or "": the program's template
+    return_codes: bool = False
+
+
 class AttachRequest(ProfileSelector, kw_only=True):
     loyalty_id: Id
     db_id: Id
@@ -226,6 +237,15 @@ class ExportItem(Response):
     code: str
     attached: str | UnsetType = UNSET
     activated: str | UnsetType = UNSET
+
+
+class GenerateResult(Response):
+    """``generate``'s data: how many codes were made, the template used, and the codes themselves in creation order
+    when ``return_codes`` was true."""
+
+    generated: int
+    template: str
+    codes: list[str] | UnsetType = UNSET
 
 
 class AttachResult(Response):

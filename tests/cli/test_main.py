@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import socket
 from importlib.metadata import version
 from pathlib import Path
@@ -17,7 +18,7 @@ from promocodes.cli.main import _prepare, app
 from promocodes.config import Settings, env_name
 from promocodes.service.auth import token_hash
 from promocodes.store import open_store
-from tests.cli.helpers import run, runner
+from tests.cli.helpers import one_error_line, run, runner
 
 
 def principal_exists(database_url: str, token: str) -> bool:
@@ -145,6 +146,62 @@ def test_export_writes_csv_and_ndjson_in_creation_order(database_url: str, tmp_p
         {"code": "A"},
         {"code": "C"},
     ]
+
+
+def test_generate_writes_exactly_the_new_codes_in_creation_order(database_url: str, tmp_path: Path) -> None:
+    program = new_program(database_url, "--template", "GEN-@@-####")
+    source = tmp_path / "codes.txt"
+    source.write_text("OLD-1\n", encoding="utf-8")
+    run(database_url, "import", "--program", str(program), str(source))
+    target = tmp_path / "new.txt"
+
+    code, out, err = run(database_url, "generate", "--program", str(program), "--count", "1500", "-o", str(target))
+
+    assert code == 0, err
+    assert f"generated 1500 codes from template GEN-@@-#### in program {program}, written to {target}" in out
+    written = target.read_text(encoding="utf-8").splitlines()
+    assert len(written) == len(set(written)) == 1500
+    assert all(re.fullmatch("GEN-[A-Z]{2}-[0-9]{4}", line) for line in written)
+    code, out, _ = run(database_url, "export", "--program", str(program))
+    assert out.splitlines()[1:] == ["OLD-1,,", *[f"{line},," for line in written]]
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_generate_with_a_template_of_its_own_and_json(database_url: str) -> None:
+    program = new_program(database_url)
+    code, out, err = run(
+        database_url, "generate", "--program", str(program), "--count", "3", "--template", "[X]-?????", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out) == {"generated": 3, "template": "[X]-?????"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "count", "message"),
+    [
+        (["--template", "S-####"], "11", "a thousandth"),  # 10,000 codes: at most 10 of them
+        (["--template", "S-########", "--codes-limit", "5"], "6", "codes_limit of 5"),
+        ([], "1", "`template` is required"),
+    ],
+    ids=["guard", "limit", "no-template"],
+)
+def test_generate_refused_writes_no_file_and_no_code(
+    database_url: str, tmp_path: Path, settings: list[str], count: str, message: str
+) -> None:
+    program = new_program(database_url, *settings)
+    target = tmp_path / "new.txt"
+    line = one_error_line(
+        *run(database_url, "generate", "--program", str(program), "--count", count, "-o", str(target))
+    )
+    assert message in line
+    assert not target.exists() and not list(tmp_path.glob("*.partial"))
+    assert run(database_url, "export", "--program", str(program))[1].splitlines() == ["code,attached,activated"]
+
+
+@pytest.mark.parametrize("count", ["0", "1000001"])
+def test_generate_count_outside_its_range_is_a_usage_error(database_url: str, count: str) -> None:
+    program = new_program(database_url, "--template", "S-########")
+    assert run(database_url, "generate", "--program", str(program), "--count", count)[0] == 2
 
 
 @pytest.mark.parametrize(

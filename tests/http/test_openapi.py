@@ -124,6 +124,7 @@ def test_required_fields_of_a_few_methods(document: dict[str, Any]) -> None:
 
     assert required("promocodes/import") == {"loyalty_id", "codes"}
     assert required("promocodes/attach") == {"loyalty_id", "db_id"}
+    assert required("promocodes/generate") == {"loyalty_id", "count"}
     assert required("promocodes/programs/create") == {"name"}
     assert required("tokens/create") == {"role"}
     assert required("promocodes/programs/list") == set()
@@ -134,6 +135,7 @@ def test_required_fields_of_a_few_methods(document: dict[str, Any]) -> None:
     [
         ("promocodes/get", {"$ref": "#/components/schemas/CodeReport"}),
         ("promocodes/attach", {"$ref": "#/components/schemas/AttachResult"}),
+        ("promocodes/generate", {"$ref": "#/components/schemas/GenerateResult"}),
         ("promocodes/activate", {"type": "null"}),
         ("promocodes/update", {"type": "null"}),
         ("promocodes/detach", {"type": "null"}),

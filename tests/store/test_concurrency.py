@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
+from promocodes.domain.templates import Template
 from promocodes.errors import BadRequest, Conflict
 from promocodes.models import Outcome, Principal, ProgramStats, Role
 from promocodes.schemas import ProfileImport, ProgramUpdate
@@ -27,7 +28,7 @@ from promocodes.service.profiles import ProfileService, match_from
 from promocodes.service.programs import ProgramService
 from promocodes.store import Store, open_store
 from promocodes.store.postgres import PostgresStore
-from tests.helpers import save_profile
+from tests.helpers import drawing, save_profile
 
 pytestmark = pytest.mark.anyio
 
@@ -272,6 +273,55 @@ async def test_concurrent_imports_and_creating_attaches_respect_the_codes_limit(
     stats = await stores[0].program_stats(program_id, NOW)
     assert stats.total == 30
     assert stats.attached == sum(1 for r in results if r is Outcome.DONE)
+
+
+async def test_concurrent_generations_and_imports_never_make_a_code_twice(stores: list[Store]) -> None:
+    """28 requests at once into one program: 20 generate 100 codes each from `####` (10,000 possible codes, 200 of
+    them held, so draws collide with held codes and across requests), 8 import 25 codes of the same shape. Every
+    code exists once, every generation made exactly its count, and what each request reports made is what the
+    program holds."""
+    held = [f"{number:04d}" for number in range(0, 10_000, 50)]
+    program_id, _ = await setup(stores[0], held)
+    pattern = Template("####").key_pattern(case_sensitive=True)
+
+    async def work(store: Store, index: int) -> list[str]:
+        if index >= 20:
+            rows = [(f"{number:04d}", f"{number:04d}") for number in range(index * 7, index * 7 + 25)]
+            return sorted((await store.import_codes(program_id, rows, NOW)).inserted)
+        made = await store.generate_codes(program_id, range(100), drawing("####"), pattern, 10**6, NOW, True, True)
+        assert made.outcome is Outcome.DONE
+        return made.codes
+
+    results = await fan_out(stores, 28, work)
+
+    assert all(len(result) == 100 for result in results[:20])
+    created = [code for result in results for code in result]
+    assert len(created) == len(set(created))
+    listed = [item.code async for item in stores[0].export_codes(program_id)]
+    assert len(listed) == len(set(listed))
+    assert sorted(listed) == sorted([*held, *created])
+    assert (await stores[0].program_stats(program_id, NOW)).total == len(held) + len(created)
+
+
+@pytest.mark.parametrize("bound", ["codes_limit", "key space"])
+async def test_concurrent_generations_cannot_pass_a_bound_together(stores: list[Store], bound: str) -> None:
+    """20 generations of 50 codes at once, with room for 500: exactly 10 run, the others are refused whole."""
+    program_id, _ = await setup(stores[0], codes_limit=500 if bound == "codes_limit" else None)
+    pattern = Template("SALE-########").key_pattern(case_sensitive=True)
+    most_matching = 500 if bound == "key space" else 10**6
+
+    async def generate(store: Store, _: int) -> Any:
+        draw = drawing("SALE-########")
+        return await store.generate_codes(program_id, range(50), draw, pattern, most_matching, NOW, True, True)
+
+    results = await fan_out(stores, 20, generate)
+
+    refusal = Outcome.LIMIT_REACHED if bound == "codes_limit" else Outcome.KEY_SPACE_FULL
+    assert Counter(result.outcome for result in results) == {Outcome.DONE: 10, refusal: 10}
+    assert all(result.wanted == 550 and result.allowed == 500 for result in results if result.outcome is refusal)
+    made = [code for result in results for code in result.codes]
+    assert len(set(made)) == 500
+    assert sorted([item.code async for item in stores[0].export_codes(program_id)]) == sorted(made)
 
 
 async def test_concurrent_one_per_profile_attaches_for_one_profile(stores: list[Store]) -> None:

@@ -1,4 +1,5 @@
-"""``promocodes import`` and ``promocodes export``: codes in and out of a program, in files or streams."""
+"""``promocodes import``, ``promocodes export`` and ``promocodes generate``: codes in and out of a program, in files
+or streams."""
 
 from __future__ import annotations
 
@@ -13,8 +14,17 @@ import msgspec
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from promocodes.cli.common import DEFAULT_DATABASE_URL, DatabaseUrl, command, err, out, services
-from promocodes.schemas import ImportRequest, ProgramRef
+from promocodes.cli.common import (
+    DEFAULT_DATABASE_URL,
+    AsJson,
+    DatabaseUrl,
+    command,
+    err,
+    out,
+    print_json,
+    services,
+)
+from promocodes.schemas import MAX_GENERATED, GenerateRequest, ImportRequest, ProgramRef
 
 
 @command
@@ -146,3 +156,76 @@ async def export(
                 handle.close()
     if output:
         err.print(f"Exported {count} codes to {output}", highlight=False)
+
+
+@command
+async def generate(
+    program: Annotated[int, typer.Option("--program", help="The program (loyalty_id) to generate into.")],
+    count: Annotated[
+        int, typer.Option("--count", min=1, max=MAX_GENERATED, help=f"New codes to make, 1 to {MAX_GENERATED:,}.")
+    ],
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            help="# a digit, @ an upper-case letter, ? a letter or digit, \\ escapes; default: the program's.",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File to write the new codes to, one per line.")
+    ] = None,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+) -> None:
+    """Generate --count new codes from a template in one transaction (all of them, or none), with a progress bar.
+
+    Refused when the program's codes_limit would be passed, and when the new codes plus those the program holds of
+    the template would be more than a thousandth of what the template can make (then use a longer template)."""
+    request = GenerateRequest(loyalty_id=program, count=count, template=template)
+    # Written beside the file and renamed when complete: a failed run leaves no file that looks finished.
+    partial = output.with_name(output.name + ".partial") if output else None
+    handle = partial.open("w", encoding="utf-8", newline="\n") if partial else None
+    try:
+        async with services(database_url) as svc:
+            principal = await svc.accounts.program_admin(program)
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("codes"),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,  # gone when done: the summary, or the one error line, is what remains
+            ) as progress:
+                task = progress.add_task("Generating", total=count)
+
+                def drawn(size: int) -> None:  # called once per batch, from the database's thread on SQLite
+                    progress.advance(task, size)
+
+                result, codes = await svc.promocodes.generate_streamed(principal, request, drawn)
+                progress.update(task, completed=count)  # redrawn collisions made the draws run past the count
+                if handle is not None:
+                    writing = progress.add_task("Writing", total=count)
+                    written = 0
+                    async for code in codes:
+                        handle.write(code + "\n")
+                        written += 1
+                        if written % 10_000 == 0:
+                            progress.update(writing, completed=written)
+                    progress.update(writing, completed=written)
+        if handle is not None and partial is not None and output is not None:
+            handle.close()
+            partial.replace(output)
+    finally:
+        if handle is not None and partial is not None and not handle.closed:
+            handle.close()
+            partial.unlink(missing_ok=True)
+    if as_json:
+        print_json(result)
+        return
+    where = f", written to {output}" if output else ""
+    out.print(
+        f"generated {result.generated} codes from template {result.template} in program {program}{where}",
+        highlight=False,
+        markup=False,  # a template may hold `[`
+    )

@@ -93,6 +93,14 @@ _METHODS = (
         summary="Import codes into a program; each item is answered on its own",
     ),
     Method(
+        f"{PROMOCODES}/generate",
+        schemas.GenerateRequest,
+        WRITE,
+        lambda s, p, r: s.promocodes.generate(p, r),
+        response=schemas.GenerateResult,
+        summary="Generate new codes from a template: exactly `count` of them, or none",
+    ),
+    Method(
         f"{PROMOCODES}/get",
         schemas.CodeRequest,
         READ,

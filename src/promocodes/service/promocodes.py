@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import NamedTuple
 
@@ -16,8 +16,9 @@ from promocodes.domain.codes import WHITE_SPACE, clean_code, code_key
 from promocodes.domain.templates import Template
 from promocodes.domain.times import format_rfc3339, parse_rfc3339, utcnow
 from promocodes.errors import BadRequest, Conflict, LimitExceeded, NotFound, PromocodeError
-from promocodes.models import CodeState, ImportOutcome, Outcome, Principal, Program
+from promocodes.models import CodeState, Generation, ImportOutcome, Outcome, Principal, Program
 from promocodes.schemas import (
+    MAX_RETURNED_CODES,
     ActivateRequest,
     AttachRequest,
     AttachResult,
@@ -25,6 +26,8 @@ from promocodes.schemas import (
     CodeRequest,
     DetachRequest,
     ExportItem,
+    GenerateRequest,
+    GenerateResult,
     ImportItem,
     ImportRequest,
     ImportResult,
@@ -40,6 +43,9 @@ DUPLICATED = "Promocode duplicated"  # literal text documented by Altcraft
 LIMIT_TEXT = "Program limit exceeded"
 IN_THREAD_ITEMS = 10_000  # import batches larger than this are judged and reported off the event loop
 GENERATION_ATTEMPTS = 16  # a template at most 1/1000 full collides this often with odds below 1e-48
+# docs/api.md#generate: a program may hold at most this share of the codes a template can make, so that a fresh
+# draw collides with a held code at most once in a thousand tries.
+KEY_SPACE_SHARE = 1000
 
 
 # The error each refused write reports (docs/api.md#error-codes: 404 for a missing code, 409 for a forbidding state).
@@ -100,6 +106,78 @@ class PromocodeService:
         outcome = await self.store.import_codes(program.id, judged.unique, utcnow(), program.case_sensitive)
         report = functools.partial(_report, request.codes, judged, outcome)
         return await asyncio.to_thread(report) if in_thread else report()
+
+    # --- generate -----------------------------------------------------------------------------------------------
+
+    async def generate(
+        self, principal: Principal, request: GenerateRequest, progress: Callable[[int], None] | None = None
+    ) -> GenerateResult:
+        """Make exactly ``count`` new codes from a template, or none (docs/api.md#generate). ``progress``, when
+        given, is told the number of codes each batch draws, as it draws them (the command line's progress bar)."""
+        template, generation = await self._generate(principal, request, progress)
+        result = GenerateResult(generated=request.count, template=template.pattern)
+        if request.return_codes:
+            result.codes = generation.codes
+        return result
+
+    async def generate_streamed(
+        self, principal: Principal, request: GenerateRequest, progress: Callable[[int], None] | None = None
+    ) -> tuple[GenerateResult, AsyncIterator[str]]:
+        """:meth:`generate`, then the new codes in creation order, read back page by page after the commit, so
+        that a million of them never sit in memory at once (the command line's ``-o``)."""
+        template, generation = await self._generate(principal, request, progress)
+        return GenerateResult(generated=request.count, template=template.pattern), _generated_codes(
+            self.store, request.loyalty_id, generation
+        )
+
+    async def _generate(
+        self, principal: Principal, request: GenerateRequest, progress: Callable[[int], None] | None
+    ) -> tuple[Template, Generation]:
+        if request.return_codes and request.count > MAX_RETURNED_CODES:
+            raise BadRequest(
+                f"Field `return_codes` needs `count` of at most {MAX_RETURNED_CODES}; {request.count} were asked for"
+            )
+        # A template sent is a field: judged before the program is looked up (docs/api.md#order-of-checks). An
+        # empty one (`<template/>` in XML, `template=` in a form) means "none", as an absent one does.
+        template = Template(request.template) if request.template else None
+        program = await self.programs.program(principal, request.loyalty_id)
+        if template is None:
+            if not program.template:
+                raise BadRequest(f"Field `template` is required: program {program.id} has no template of its own")
+            template = Template(program.template)
+        case_sensitive = program.case_sensitive
+        key_space = template.key_space_in(case_sensitive)
+
+        def draw(count: int) -> tuple[list[str], list[str]]:
+            codes = template.generate_many(count)
+            if progress is not None:
+                progress(count)
+            return codes, [code_key(code, case_sensitive) for code in codes]
+
+        generation = await self.store.generate_codes(
+            program.id,
+            range(request.count),
+            draw,
+            template.key_pattern(case_sensitive),
+            key_space // KEY_SPACE_SHARE,
+            utcnow(),
+            case_sensitive,
+            request.return_codes,
+        )
+        if generation.outcome is Outcome.KEY_SPACE_FULL:
+            held = generation.wanted - request.count
+            raise BadRequest(
+                f"Template `{template.pattern}` can make {key_space} codes, and a program may hold at most a "
+                f"thousandth of them, {generation.allowed}: {request.count} asked for plus {held} held that match "
+                f"it make {generation.wanted}. Use a longer template"
+            )
+        if generation.outcome is Outcome.LIMIT_REACHED:
+            held = generation.wanted - request.count
+            raise LimitExceeded(
+                f"{LIMIT_TEXT}: {request.count} codes asked for plus {held} held make {generation.wanted}, "
+                f"over the program's codes_limit of {generation.allowed}; nothing was generated"
+            )
+        return template, generation
 
     # --- get ----------------------------------------------------------------------------------------------------
 
@@ -234,6 +312,20 @@ class PromocodeService:
         program (docs/api.md#export_all)."""
         program = await self.programs.program(principal, request.loyalty_id)
         return _export_items(self.store, program.id)
+
+
+async def _generated_codes(store: Store, program_id: int, generation: Generation) -> AsyncIterator[str]:
+    """The codes a generation made: the program's codes in its id range, page by page."""
+    after_id = generation.after_id
+    while after_id < generation.last_id:
+        page = await store.export_page(program_id, after_id, 5000)
+        for item in page:
+            if item.id > generation.last_id:
+                return
+            yield item.code
+        if not page:
+            return
+        after_id = page[-1].id
 
 
 async def _export_items(store: Store, program_id: int) -> AsyncIterator[ExportItem]:

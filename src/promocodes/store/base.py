@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
+from promocodes.domain.templates import KeyPattern
 from promocodes.errors import Conflict, StorageUnavailable
 from promocodes.models import Outcome
 
@@ -74,6 +75,18 @@ class Connection(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[None]: ...
     async def insert_codes(self, program_id: int, rows: Sequence[tuple[str, str]], created: int) -> set[str]:
         """Insert ``(code, key)`` rows, skipping keys the program holds; return the keys inserted."""
+        ...
+
+    async def insert_generated(self, program_id: int, codes: Sequence[str], keys: Sequence[str], created: int) -> int:
+        """Insert generated codes with their keys, in order, skipping keys the program holds (a key repeated within
+        the batch is kept once); return how many were inserted. The bulk path of :meth:`Store.generate_codes`:
+        ``executemany`` on SQLite, one ``INSERT … SELECT FROM unnest(…)`` per batch on PostgreSQL."""
+        ...
+
+    def key_match(self, pattern: KeyPattern) -> tuple[str, str]:
+        """How this database tests ``code_key`` against a template's :class:`KeyPattern`: the SQL operator and its
+        operand — ``~`` and the regular expression on PostgreSQL, ``GLOB`` and the glob on SQLite (both
+        case-sensitive and whole-string)."""
         ...
 
 

@@ -1,16 +1,17 @@
-"""Promo codes (docs/api.md#promo-code-methods): the operations of :class:`CodeStore` — import, get (the code
-state), activate, update, attach (named or from the pool), detach, export — and the state-machine helpers they share
-(``_activate``, ``_update_code``, ``_deactivate``, ``_detach``, ``_bind``, …), each change one conditional
-statement whose ``RETURNING`` row says whether it happened."""
+"""Promo codes (docs/api.md#promo-code-methods): the operations of :class:`CodeStore` — import, generate, get (the
+code state), activate, update, attach (named or from the pool), detach, export — and the state-machine helpers
+they share (``_activate``, ``_update_code``, ``_deactivate``, ``_detach``, ``_bind``, …), each change one
+conditional statement whose ``RETURNING`` row says whether it happened."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 
+from promocodes.domain.templates import KeyPattern
 from promocodes.domain.times import from_micros, to_micros
 from promocodes.errors import Conflict, NotFound
-from promocodes.models import CodeState, ExportedCode, ImportOutcome, Outcome
+from promocodes.models import CodeState, ExportedCode, Generation, ImportOutcome, Outcome
 from promocodes.store.base import Connection, Row, StoreBase, _Rollback, bulk_operation, operation, read_operation
 from promocodes.store.rows import _binding, _flag, _time
 
@@ -33,7 +34,7 @@ _CODE_STATE = """
 
 
 class CodeStore(StoreBase):
-    """Promo codes: imported, read, activated, updated, attached, detached, exported."""
+    """Promo codes: imported, generated, read, activated, updated, attached, detached, exported."""
 
     @bulk_operation
     async def import_codes(
@@ -75,6 +76,98 @@ class CodeStore(StoreBase):
                     len(inserted),
                 )
             return ImportOutcome(inserted=frozenset(inserted), considered=considered)
+
+    #: codes drawn and inserted per statement by :meth:`generate_codes`: what it holds in memory at a time
+    GENERATION_BATCH = 50_000
+    #: rounds :meth:`generate_codes` may add to redraw collisions. Under the key-space guard a code collides with
+    #: odds of at most 1 in 1,000, so even one redraw round is rare; running out means the template is (nearly)
+    #: exhausted.
+    GENERATION_REDRAWS = 32
+
+    @bulk_operation
+    async def generate_codes(
+        self,
+        conn: Connection,
+        program_id: int,
+        slots: Sequence[int],
+        draw: Callable[[int], tuple[list[str], list[str]]],
+        pattern: KeyPattern,
+        most_matching: int,
+        now: datetime,
+        case_sensitive: bool,
+        return_codes: bool = False,
+    ) -> Generation:
+        """Make exactly ``len(slots)`` new codes in the program, or nothing (docs/api.md#generate).
+
+        ``slots`` is ``range(count)``: one slot per code to make, which gives the operation its bulk time budget.
+        ``draw(n)`` returns n drawn codes and their keys (they may repeat, or repeat codes the program holds).
+        ``pattern`` says which keys the template can make; ``most_matching`` is the key-space bound: the codes
+        asked for plus the held codes matching ``pattern`` may not exceed it. ``case_sensitive`` is the setting the
+        keys are made under, as in :meth:`import_codes`.
+
+        Lock: the program row, taken by the first statement (:func:`_program_for_insert`, as :meth:`import_codes`
+        does) and held to commit. Every insert of codes into a program takes that lock first (import, attach
+        creating a code, generate), so under it the program's codes cannot change: the guard's count of matching
+        codes and the ``codes_limit`` check on the locked row's count stay true until the inserts commit, and two
+        generations into one program run one after the other — they can neither pass the guard or the limit on the
+        same count and together exceed it, nor insert the same code twice (the unique key backs that up).
+        ``case_sensitive`` is judged on the locked row too.
+
+        Under the lock: the guard (counting matching codes only when the program holds enough codes for the bound
+        to be at stake: that count reads every code of the program); the limit, for the whole request; then
+        batches of :attr:`GENERATION_BATCH` drawn codes, each inserted skipping keys already held, and the
+        shortfall drawn again (at most :attr:`GENERATION_REDRAWS` extra rounds) until exactly the count is new.
+        Memory holds one batch, plus the returned codes (read back in creation order at the end) when
+        ``return_codes``. The answer gives the id range of the new codes (``after_id`` < id <= ``last_id``), by
+        which :meth:`export_page` can read them back later.
+
+        A refusal writes nothing. Any failure — a driver error, the time running out, a template too full to draw
+        from — leaves the transaction by an exception, so everything it inserted is rolled back.
+        """
+        count = len(slots)
+        async with conn.transaction():
+            program = await _program_for_insert(conn, program_id, case_sensitive)
+            held = program["code_count"]
+            if held + count > most_matching:
+                operator, operand = conn.key_match(pattern)
+                matching = await conn.fetchval(
+                    f"SELECT count(*) FROM codes WHERE program_id = $1 AND length(code_key) = $2 "
+                    f"AND code_key {operator} $3",
+                    program_id,
+                    pattern.length,
+                    operand,
+                )
+                if matching + count > most_matching:
+                    return Generation(Outcome.KEY_SPACE_FULL, wanted=matching + count, allowed=most_matching)
+            limit = program["codes_limit"]
+            if limit is not None and held + count > limit:
+                return Generation(Outcome.LIMIT_REACHED, wanted=held + count, allowed=limit)
+            created = to_micros(now)
+            last_id = "SELECT COALESCE(max(id), 0) FROM codes WHERE program_id = $1"  # an index seek
+            after_id = await conn.fetchval(last_id, program_id)
+            remaining = count
+            rounds_left = -(-count // self.GENERATION_BATCH) + self.GENERATION_REDRAWS
+            while remaining > 0:
+                if rounds_left == 0:
+                    raise Conflict("Could not draw enough new codes from the template; nothing was generated")
+                rounds_left -= 1
+                codes, keys = draw(min(remaining, self.GENERATION_BATCH))
+                remaining -= await conn.insert_generated(program_id, codes, keys, created)
+                del codes, keys  # before the next draw: one batch in memory at a time
+            await conn.fetchval(
+                "UPDATE programs SET code_count = code_count + $2 WHERE id = $1 RETURNING code_count", program_id, count
+            )
+            # Ids grow with every insert, and no other transaction inserts into the program while the lock is
+            # held, so the program's ids after `after_id` are exactly the new codes, in creation order.
+            returned: list[str] = []
+            if return_codes:
+                rows = await conn.fetch(
+                    "SELECT code FROM codes WHERE program_id = $1 AND id > $2 ORDER BY id", program_id, after_id
+                )
+                returned = [row["code"] for row in rows]
+            return Generation(
+                Outcome.DONE, codes=returned, after_id=after_id, last_id=await conn.fetchval(last_id, program_id)
+            )
 
     @read_operation
     async def code_state(

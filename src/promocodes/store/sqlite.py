@@ -37,6 +37,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import itertools
 import queue
 import re
 import sqlite3
@@ -46,6 +47,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from promocodes.domain.templates import KeyPattern
 from promocodes.domain.times import to_micros, utcnow
 from promocodes.errors import StorageUnavailable
 from promocodes.store import Store
@@ -116,6 +118,20 @@ class SqliteConnection:
             if cursor.rowcount == 1:
                 inserted.add(key)
         return inserted
+
+    async def insert_generated(self, program_id: int, codes: Sequence[str], keys: Sequence[str], created: int) -> int:
+        # One executemany for the batch; a skipped conflict changes no row, so the summed row count is the number
+        # inserted.
+        cursor = self._raw.executemany(
+            "INSERT INTO codes (program_id, code, code_key, created) VALUES (?1, ?2, ?3, ?4) "
+            "ON CONFLICT (program_id, code_key) DO NOTHING",
+            zip(itertools.repeat(program_id), codes, keys, itertools.repeat(created)),
+        )
+        return cursor.rowcount
+
+    def key_match(self, pattern: KeyPattern) -> tuple[str, str]:
+        # GLOB, unlike LIKE, is case-sensitive and has character classes; it runs in SQLite itself.
+        return "GLOB", pattern.glob
 
 
 class SqliteStore(Store):
