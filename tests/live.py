@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -18,6 +19,7 @@ import pytest
 
 PYTHON = sys.executable
 STARTUP_SECONDS = 60.0
+REQUEST_TIMEOUT = 120.0
 
 
 def free_port() -> int:
@@ -99,3 +101,57 @@ def wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, log_path
                 pass
             time.sleep(0.1)
     pytest.fail(f"the server did not answer /healthz in {STARTUP_SECONDS}s:\n{log_path.read_text(errors='replace')}")
+
+
+class LiveServer:
+    """A running server and an admin token of account ``default``."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url
+        self.token = token
+
+    def client(self) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {self.token}"},
+            # Idle connections are dropped by the client well before the server closes them (5 s), so a request never
+            # goes out on a connection the server is closing at that moment.
+            limits=httpx2.Limits(max_connections=300, max_keepalive_connections=300, keepalive_expiry=1.0),
+            timeout=REQUEST_TIMEOUT,
+            trust_env=False,
+        )
+
+
+@contextlib.contextmanager
+def serving(database_url: str, log_path: Path, workers: int) -> Iterator[LiveServer]:
+    """``promocodes serve --workers N`` on the database (migrated first, as `serve` would), with an admin token of
+    account ``default``; its output goes to ``log_path``. Stopped with every worker on leaving."""
+    token = create_token(database_url)
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "promocodes",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--database-url",
+                database_url,
+                "--workers",
+                str(workers),
+            ],
+            env=server_environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so that stop() reaches the workers too
+        )
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            wait_until_healthy(process, base_url, log_path)
+            yield LiveServer(base_url, token)
+        finally:
+            stop(process)

@@ -53,6 +53,9 @@ class Settings:
         20, "Failed token checks per client address in one guard window; past it, HTTP 429. 0 = off."
     )
     guard_window: int = _setting(60, "Seconds of the window of the two limits above.")
+    idempotency_hours: int = _setting(
+        24, "Hours the answer to a request with an Idempotency-Key is kept for its retries; 0 = never replayed."
+    )
 
     @classmethod
     def from_env(cls) -> Settings:

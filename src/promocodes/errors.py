@@ -12,6 +12,8 @@ API-level outcomes ride on HTTP 200, transport failures keep a matching status).
     ├── Forbidden                         403    200   the token's role may not do this
     ├── NotFound                          404    200   program, code, database, profile (or another account's)
     ├── Conflict                          409    200   the object's state forbids the operation
+    │   ├── ChangedMeanwhile              409    200   a concurrent request changed what this one relied on
+    │   └── IdempotencyKeyReused          409    200   an Idempotency-Key sent again with other parameters
     ├── RequestTimeout                    408    408   the body did not arrive within the body timeout
     ├── PayloadTooLarge                   413    413   body over the configured limit
     ├── RouteNotFound                     404    404   unknown path
@@ -28,6 +30,9 @@ partial write behind.
 """
 
 from __future__ import annotations
+
+#: the ``error_text`` of error 0, a success
+SUCCESS_TEXT = "Successful operation"
 
 
 class PromocodeError(Exception):
@@ -68,6 +73,23 @@ class NotFound(PromocodeError):
 
 class Conflict(PromocodeError):
     code, http_status, default_text = 409, 200, "Conflict"
+
+
+class ChangedMeanwhile(Conflict):
+    """A concurrent request deleted or changed an object this one relied on after it was looked up; nothing was
+    changed, and a retry is judged anew — so this answer is not kept for idempotent retries
+    (docs/api.md#idempotent-retries)."""
+
+
+class IdempotencyKeyReused(Conflict):
+    """The ``Idempotency-Key`` already holds the answer of another request (another method or other parameters):
+    nothing was executed (docs/api.md#idempotent-retries). Never kept itself: it is about the key, not an
+    operation."""
+
+    default_text = (
+        "This Idempotency-Key was already used for a different request (another method or other parameters); "
+        "nothing was executed: send a new key for a new request"
+    )
 
 
 class RequestTimeout(PromocodeError):

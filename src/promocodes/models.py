@@ -26,11 +26,18 @@ class Capability(enum.Enum):
     READ_CATALOG = "read programs and databases"
     MANAGE = "manage programs, databases and tokens"
 
+    @property
+    def writes(self) -> bool:
+        """Whether a method needing this capability may change something (the others only read)."""
+        return self not in _READ_ONLY
+
+
+_READ_ONLY = frozenset({Capability.READ_CODES, Capability.READ_PROFILES, Capability.READ_CATALOG})
 
 ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.ADMIN: frozenset(Capability),
     Role.WRITE: frozenset(Capability) - {Capability.MANAGE},
-    Role.READ: frozenset({Capability.READ_CODES, Capability.READ_PROFILES, Capability.READ_CATALOG}),
+    Role.READ: _READ_ONLY,
 }
 
 

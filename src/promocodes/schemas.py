@@ -210,6 +210,19 @@ class ImportResult(Response):
     inserted: int
 
 
+def envelope_members(result: object) -> dict[str, Any]:
+    """The members of a success envelope besides ``error`` and ``error_text``: ``data``, and import's counters,
+    which sit beside it (docs/api.md#import)."""
+    if isinstance(result, ImportResult):
+        return {
+            "data": result.data,
+            "discarded_by_limit": result.discarded_by_limit,
+            "duplicated": result.duplicated,
+            "inserted": result.inserted,
+        }
+    return {"data": result}
+
+
 # docs/api.md#get. The docstring is the description the OpenAPI document gives, so it names no file.
 class CodeReport(Response):
     """``get``'s data, keys in the documented order; the last four only where they apply."""

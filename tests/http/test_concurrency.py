@@ -7,7 +7,6 @@ Nothing here measures time; the assertions are about the answers and the state t
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,64 +15,15 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.live import PYTHON, create_token, free_port, server_environment, stop, wait_until_healthy
+from tests.live import LiveServer, serving
 
 pytestmark = pytest.mark.slow  # live servers / fuzzers: left out of the quick loop (-m 'not slow')
-
-REQUEST_TIMEOUT = 120.0
-
-
-class LiveServer:
-    """A running server and an admin token of account ``default``."""
-
-    def __init__(self, base_url: str, token: str) -> None:
-        self.base_url = base_url
-        self.token = token
-
-    def client(self) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {self.token}"},
-            # Idle connections are dropped by the client well before the server closes them (5 s), so a request never
-            # goes out on a connection the server is closing at that moment.
-            limits=httpx2.Limits(max_connections=300, max_keepalive_connections=300, keepalive_expiry=1.0),
-            timeout=REQUEST_TIMEOUT,
-            trust_env=False,
-        )
 
 
 @pytest.fixture
 def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
-    token = create_token(database_url)  # migrates the database first, as `serve` would
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "promocodes",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--database-url",
-                database_url,
-                "--workers",
-                "2",
-            ],
-            env=server_environment(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so the finalizer stops the workers too
-        )
-        try:
-            base_url = f"http://127.0.0.1:{port}"
-            wait_until_healthy(process, base_url, log_path)
-            yield LiveServer(base_url, token)
-        finally:
-            stop(process)
+    with serving(database_url, tmp_path / "server.log", workers=2) as server:
+        yield server
 
 
 async def call(client: httpx2.AsyncClient, method: str, **fields: Any) -> dict[str, Any]:

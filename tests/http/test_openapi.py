@@ -103,6 +103,19 @@ def test_the_token_may_travel_in_the_header_or_the_query_string(document: dict[s
 
 
 @pytest.mark.parametrize("method", METHODS, ids=[method.path.removeprefix("/api/v1.1/") for method in METHODS])
+def test_the_writing_methods_take_an_idempotency_key(document: dict[str, Any], method: ApiMethod) -> None:
+    """docs/api.md#idempotent-retries: the header, the body member, and the header a replayed answer carries."""
+    found = operation(document, method)
+    keyed = {"$ref": "#/components/parameters/idempotency_key"} in found["parameters"]
+    assert keyed is method.idempotent
+    assert ("`idempotency_key`" in found["requestBody"]["description"]) is method.idempotent
+    assert ("Idempotent-Replayed" in found["responses"]["200"].get("headers", {})) is method.idempotent
+    parameter = document["components"]["parameters"]["idempotency_key"]
+    assert (parameter["name"], parameter["in"]) == ("Idempotency-Key", "header")
+    assert (parameter["schema"]["minLength"], parameter["schema"]["maxLength"]) == (1, 255)
+
+
+@pytest.mark.parametrize("method", METHODS, ids=[method.path.removeprefix("/api/v1.1/") for method in METHODS])
 def test_request_schemas_are_the_request_structs(document: dict[str, Any], method: ApiMethod) -> None:
     body = operation(document, method)["requestBody"]
     assert set(body["content"]) == {"application/json", "application/xml", "application/x-www-form-urlencoded"}

@@ -21,12 +21,15 @@ import asyncpg
 import pytest
 
 from promocodes.domain.templates import Template
+from promocodes.domain.times import to_micros
 from promocodes.errors import BadRequest, Conflict
 from promocodes.models import Outcome, Principal, ProgramStats, Role
 from promocodes.schemas import ProfileImport, ProgramUpdate
+from promocodes.service.idempotency import MICROS_PER_HOUR
 from promocodes.service.profiles import ProfileService, match_from
 from promocodes.service.programs import ProgramService
 from promocodes.store import Store, open_store
+from promocodes.store.claims import CLAIM, Answer, Claim, Replay
 from promocodes.store.postgres import PostgresStore
 from tests.helpers import drawing, save_profile
 
@@ -35,6 +38,7 @@ pytestmark = pytest.mark.anyio
 T = TypeVar("T")
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
+NOW_US = to_micros(NOW)
 SQLITE_STORES = 6
 POSTGRES_POOL = 40
 
@@ -645,3 +649,36 @@ async def test_case_sensitive_change_waits_for_an_import_in_flight(stores: list[
 
 class _Release(Exception):
     """Raised to roll the blocker's transaction back, releasing what it held."""
+
+
+async def test_concurrent_requests_with_one_idempotency_key_execute_once(stores: list[Store]) -> None:
+    """50 attaches from the pool under one key at once: the key's lock makes them run one after the other, the
+    first binds a code and keeps its answer, the others find it and replay it — without executing (the answer is
+    rendered once, which counts executions that reached the end of their work)."""
+    program_id, db_id = await setup(stores[0], [f"P{index:02d}" for index in range(60)])
+    (holder,) = await make_profiles(stores, db_id, 1)
+    account_id = await stores[0].find_account("acme")
+    assert account_id is not None
+    rendered: list[str | None] = []
+
+    def render(picked: str | None) -> Answer:
+        rendered.append(picked)
+        return Answer(0, "Successful operation", f'{{"data":{{"code":"{picked}"}}}}')
+
+    async def attach(store: Store, index: int) -> Answer:
+        claim = Claim(account_id, "one-key", "one request", NOW_US, NOW_US - 24 * MICROS_PER_HOUR)
+        token = CLAIM.set(claim)
+        claim.render = render
+        try:
+            return render(await store.attach_from_pool(program_id, holder, False, NOW))
+        except Replay as replay:
+            return replay.answer
+        finally:
+            CLAIM.reset(token)
+
+    answers = await fan_out(stores, 50, attach)
+
+    assert rendered == ["P00", "P00"]  # once in the transaction, once by the one request that executed
+    assert set(answers) == {render("P00")}
+    bound = {code: state for code, state in (await bindings(stores[0], program_id)).items() if state[0]}
+    assert bound == {"P00": (1, holder)}

@@ -137,13 +137,19 @@ def old_program(path: Path, account_id: int, name: str, template: str | None = N
 
 
 def as_before(later: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
-    """``later`` without the columns migrations after 0002 added at the end of a table (``ADD COLUMN``), so that
-    it compares with what 0001 held: a schema (from ``schema``) or rows (from ``dump``)."""
+    """``later`` without what migrations after 0002 added — columns at the end of a table (``ADD COLUMN``), and
+    whole tables with their indexes — so that it compares with what 0001 held: a schema (from ``schema``) or rows
+    (from ``dump``)."""
     if "columns" in later:
         widths = {table: len(columns) for table, columns in before["columns"].items()}
-        return {**later, "columns": {t: columns[: widths[t]] for t, columns in later["columns"].items()}}
+        return {
+            "columns": {t: columns[: widths[t]] for t, columns in later["columns"].items() if t in widths},
+            "foreign_keys": {t: keys for t, keys in later["foreign_keys"].items() if t in widths},
+            "indexes": {t: indexes for t, indexes in later["indexes"].items() if t in widths},
+            "index_sql": [row for row in later["index_sql"] if row[1] in widths],
+        }
     widths = {table: len(rows[0]) for table, rows in before.items() if rows}
-    return {t: [row[: widths.get(t, len(row))] for row in rows] for t, rows in later.items()}
+    return {t: [row[: widths.get(t, len(row))] for row in rows] for t, rows in later.items() if t in before}
 
 
 async def test_migration_to_autoincrement_keeps_every_row_and_relation(

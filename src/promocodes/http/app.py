@@ -5,8 +5,9 @@
     → read the body (413 past the size limit, 408 when it trickles, 503 when the worker holds too many bodies)
     → decode JSON/XML/form (400; large bodies in a worker thread) → choose the answer's format (400 if unknown)
     → authenticate a token sent in the body (401) → rate limit (429) → check the role (403)
-    → convert to the typed request (400) → failed look-up budget (429) → the service (404, 409, ...)
-    → encode the envelope
+    → a writing method's ``Idempotency-Key`` (400) → convert to the typed request (400)
+    → a key that holds an answer: that answer again (``service.idempotency``) → failed look-up budget (429)
+    → the service (404, 409, ...) → encode the envelope
 
 Storage failures surface as 503 and bugs as a bare 500 — both in the envelope, never with a stack trace.
 Around it all, ``promocodes.http.access_log`` gives the request its id, and writes its line and metrics at the end.
@@ -14,6 +15,7 @@ Around it all, ``promocodes.http.access_log`` gives the request its id, and writ
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,15 +48,17 @@ from promocodes.http.decoding import body_kind, decode_body, wrap_arrays
 from promocodes.http.docs_page import docs_routes
 from promocodes.http.openapi import HEALTH_PATH, METRICS_PATH, OPENAPI_PATH, READY_PATH, openapi_endpoint
 from promocodes.http.ratelimit import FailureGuard, RateLimiter
-from promocodes.http.responses import choose_format, failure, success, unexpected
+from promocodes.http.responses import choose_format, failure, replayed, success, unexpected
 from promocodes.http.routes import METHODS, ApiMethod
 from promocodes.models import Principal
 from promocodes.schemas import ImportResult
 from promocodes.schemas import Request as RequestStruct
 from promocodes.service import Services
 from promocodes.service.auth import authorize
+from promocodes.service.idempotency import FIELD, HEADER, IdempotentRetries, idempotency_key, purging
 from promocodes.service.promocodes import IN_THREAD_ITEMS
 from promocodes.store import Store, open_store
+from promocodes.store.claims import Answer, Replay
 
 T = TypeVar("T")
 
@@ -115,6 +119,7 @@ class RequestPipeline:
         self.budget = BodyBudget(settings.body_memory_bytes, settings.body_memory_wait)
         self.failed_auth = FailureGuard(settings.failed_auth_limit, settings.guard_window, "failed token checks")
         self.failed_lookups = FailureGuard(settings.failed_lookup_limit, settings.guard_window, "failed look-ups")
+        self.retries = IdempotentRetries(services.store, settings.idempotency_hours)
 
     async def authenticate(self, token: str | None, address: str) -> Principal:
         """The token's principal. A token this worker checked recently costs nothing; any other costs a database
@@ -151,6 +156,7 @@ class RequestPipeline:
                     )
                     body_read = True
                     kind = body_kind(request.headers.get("content-type"), body)
+                    large = len(body) > DECODE_IN_THREAD_BYTES
                     params = await _decode(body, kind)
                     del body
                     if kind != "json":
@@ -159,18 +165,28 @@ class RequestPipeline:
                         params.pop("format", None) or request.query_params.get("format"), request.headers.get("accept")
                     )
                     body_token = params.pop("token", None)
+                    # Like `token` and `format`, a parameter of the request, not a field of any method's struct.
+                    body_key = params.pop(FIELD, None)
                     token = outside or (body_token if isinstance(body_token, str) else None)
                     if principal is None:
                         principal = await self.authenticate(token, address)
                         record.account = principal.account_id
                     self.limiter.check(f"token:{principal.token_id}")
                     authorize(principal, method.capability)
+                    # Read-only methods (and tokens/create) ignore the key entirely: it is not even validated.
+                    key = idempotency_key(request.headers.get(HEADER), body_key) if method.idempotent else None
                     typed = _convert(params, method.request)
                     del params
                     code = getattr(typed, "code", None)  # the code methods: logged as a hash only
                     if isinstance(code, str):
                         record.code_sha256 = code_hash(code)
-                    result = await self.run(method, principal, typed, address)
+                    if key is None:
+                        result = await self.run(method, principal, typed, address)
+                    else:
+                        result = await self.run_keyed(method, principal, typed, address, key, large)
+            except Replay as replay:
+                record.error = replay.answer.error
+                return await _replayed(replay.answer, fmt)
             except PromocodeError as error:
                 record.error = error.code
                 # Answered without reading the whole body: the connection cannot carry another request.
@@ -186,6 +202,15 @@ class RequestPipeline:
 
         return handle
 
+    async def run_keyed(
+        self, method: ApiMethod, principal: Principal, typed: RequestStruct, address: str, key: str, large: bool
+    ) -> object:
+        """:meth:`run` under the request's claim on its idempotency key (docs/api.md#idempotent-retries): raises
+        ``Replay`` when the key already holds this request's answer, 409 when it holds another request's."""
+        claim_key = functools.partial(self.retries.claim, principal, method.path, key, typed)
+        claim = await run_in_threadpool(claim_key) if large else claim_key()  # hashing a big import takes a while
+        return await self.retries.run(claim, lambda: self.run(method, principal, typed, address))
+
     async def run(self, method: ApiMethod, principal: Principal, typed: RequestStruct, address: str) -> object:
         """The service call; a method that looks up a code by what the client sends counts its misses, so that
         guessing codes (or programs) runs into 429 while every lookup that finds something goes through."""
@@ -198,6 +223,12 @@ class RequestPipeline:
         except NotFound:
             self.failed_lookups.failed(*keys)
             raise
+
+
+async def _replayed(answer: Answer, fmt: str) -> Response:
+    if len(answer.members) > DECODE_IN_THREAD_BYTES:  # a big import's answer: decoded and encoded off the loop
+        return await run_in_threadpool(replayed, answer, fmt)
+    return replayed(answer, fmt)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -251,7 +282,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
         try:
             if migrate:
                 await store.migrate()
-            async with metrics.sampling(store):
+            async with metrics.sampling(store), purging(pipeline.retries):
                 yield
         finally:
             await store.close()

@@ -14,7 +14,8 @@ from xml.sax.saxutils import escape
 
 import msgspec
 
-SUCCESS_TEXT = "Successful operation"
+from promocodes.errors import SUCCESS_TEXT
+
 JSON_MEDIA = "application/json"
 XML_MEDIA = "application/xml"
 

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from promocodes import schemas
 from promocodes.errors import (
+    SUCCESS_TEXT,
     BadRequest,
     Conflict,
     Forbidden,
@@ -33,7 +34,8 @@ from promocodes.errors import (
     StorageUnavailable,
     Unauthorized,
 )
-from promocodes.http.encoding import JSON_MEDIA, SUCCESS_TEXT, XML_MEDIA
+from promocodes.http.encoding import JSON_MEDIA, XML_MEDIA
+from promocodes.http.responses import REPLAYED_HEADER
 from promocodes.http.routes import METHODS, ApiMethod
 from promocodes.models import ROLE_CAPABILITIES, Role
 
@@ -44,6 +46,7 @@ DOCS_PATH, STYLESHEET_PATH = "/docs", "/docs/assets/docs.css"
 API_PREFIX = "/api/v1.1/"
 FORM_MEDIA = "application/x-www-form-urlencoded"
 REF = "#/components/schemas/{name}"
+REPLAYED = next(iter(REPLAYED_HEADER))
 
 # Errors of the API itself: sent with HTTP 200, the error in the envelope (as Altcraft does).
 API_ERRORS: tuple[type[PromocodeError], ...] = (BadRequest, Unauthorized, LimitExceeded, Forbidden, NotFound, Conflict)
@@ -80,6 +83,11 @@ unknown token, 402 the program's code limit, 403 the token's role may not do thi
 **The token** travels as `Authorization: Bearer <token>`, as the `token` member of the body, or as the `token`
 query parameter (discouraged: URLs end up in logs); the header wins, then the query string, then the body
 (a token outside the body is checked before the body is read).
+
+**Safe retries.** The methods that change something take an `Idempotency-Key` header (or the body member
+`idempotency_key`): a retry with the same key and the same parameters gets the first answer again, with the header
+`Idempotent-Replayed: true`, and executes nothing; the same key with other parameters is error 409. Keys belong to
+the account and are kept 24 hours by default.
 """
 
 
@@ -171,13 +179,17 @@ def _operation(method: ApiMethod, request_schema: dict[str, Any], data_schema: d
             "tags": [_tag(method.path)],
             "x-roles": roles,
             "security": [{"bearer": []}, {"query_token": []}],
-            "parameters": [{"$ref": "#/components/parameters/format"}],
+            "parameters": [
+                {"$ref": "#/components/parameters/format"},
+                *([{"$ref": "#/components/parameters/idempotency_key"}] if method.idempotent else []),
+            ],
             "requestBody": {
                 "required": not body_optional,
                 "description": (
                     "The fields as a JSON object; or as child elements of `<xml>` (`application/xml` or "
                     "`text/xml`), an array as its element repeated; or as form fields, an array as its field "
-                    "repeated. The token may be one more member, `token`; the answer's format one more, `format`."
+                    "repeated. The token may be one more member, `token`; the answer's format one more, `format`"
+                    + ("; the idempotency key one more, `idempotency_key`." if method.idempotent else ".")
                 ),
                 "content": {media: {"schema": request_schema} for media in (JSON_MEDIA, XML_MEDIA, FORM_MEDIA)},
             },
@@ -191,6 +203,11 @@ def _operation(method: ApiMethod, request_schema: dict[str, Any], data_schema: d
                         media: {"schema": {"anyOf": [answer, {"$ref": "#/components/schemas/ApiError"}]}}
                         for media in (JSON_MEDIA, XML_MEDIA)
                     },
+                    **(
+                        {"headers": {REPLAYED: {"$ref": f"#/components/headers/{REPLAYED}"}}}
+                        if method.idempotent
+                        else {}
+                    ),
                 },
                 **_transport_refs(),
             },
@@ -315,6 +332,24 @@ def openapi_document() -> dict[str, Any]:
                     "required": False,
                     "description": "The answer's format; also accepted as the body member `format`",
                     "schema": {"enum": ["json", "xml"]},
+                },
+                "idempotency_key": {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "description": (
+                        "Makes the request safe to retry: a retry with the same key and the same parameters gets the "
+                        "first answer again and changes nothing; the same key with other parameters is error 409. "
+                        "Kept per account for `PROMOCODES_IDEMPOTENCY_HOURS` (24). Also accepted as the body member "
+                        "`idempotency_key`; the header wins."
+                    ),
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+                },
+            },
+            "headers": {
+                REPLAYED: {
+                    "description": "On an answer sent again to a retry with the same `Idempotency-Key`",
+                    "schema": {"const": "true"},
                 }
             },
             "securitySchemes": {

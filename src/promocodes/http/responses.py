@@ -1,4 +1,5 @@
-"""The ONE place an outcome becomes an HTTP response: success envelopes, streamed lists, and every error."""
+"""The ONE place an outcome becomes an HTTP response: success envelopes, streamed lists, replayed answers, and every
+error."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from starlette.responses import Response, StreamingResponse
 
 from promocodes.errors import BadRequest, PromocodeError
 from promocodes.http.encoding import JSON_MEDIA, XML_MEDIA, encode, envelope, stream_list
-from promocodes.schemas import ImportResult
+from promocodes.schemas import envelope_members
+from promocodes.store.claims import Answer
 
 logger = logging.getLogger("promocodes")
 
@@ -18,6 +21,8 @@ FORMATS = ("json", "xml")
 #: on every API answer: nothing in it may be cached by a browser or a proxy (answers carry codes and profiles), and
 #: a browser must not guess another type than the one declared
 SAFETY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+#: on an answer sent again to a retry with the same ``Idempotency-Key``: nothing was executed this time
+REPLAYED_HEADER = {"Idempotent-Replayed": "true"}
 
 
 def choose_format(requested: Any, accept: str | None) -> str:
@@ -40,16 +45,17 @@ def _media(fmt: str) -> str:
 def success(result: Any, fmt: str) -> Response:
     if isinstance(result, AsyncIterator):
         return StreamingResponse(stream_list(result, fmt), media_type=_media(fmt), headers=SAFETY_HEADERS)
-    if isinstance(result, ImportResult):
-        payload = envelope(
-            result.data,
-            discarded_by_limit=result.discarded_by_limit,
-            duplicated=result.duplicated,
-            inserted=result.inserted,
-        )
-    else:
-        payload = envelope(result)
+    payload = envelope(**envelope_members(result))
     return Response(encode(payload, fmt), media_type=_media(fmt), headers=SAFETY_HEADERS)
+
+
+def replayed(answer: Answer, fmt: str) -> Response:
+    """A kept answer sent again to a retry (docs/api.md#idempotent-retries): the same envelope, written in the
+    format this retry asks for, with ``Idempotent-Replayed: true``. Kept answers are successes and API-level
+    errors, all sent with HTTP 200."""
+    members = msgspec.json.decode(answer.members)
+    payload = envelope(members.pop("data"), answer.error, answer.error_text, **members)
+    return Response(encode(payload, fmt), media_type=_media(fmt), headers={**SAFETY_HEADERS, **REPLAYED_HEADER})
 
 
 def failure(error: PromocodeError, fmt: str, headers: dict[str, str] | None = None) -> Response:

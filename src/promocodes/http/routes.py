@@ -36,6 +36,16 @@ class Method(Generic[Req]):
     #: looks an object up by what the client sends (a code, a program): its misses count towards the failed
     #: look-up limit (429), which is what makes guessing codes slow (docs/api.md#rate-limits)
     guessable: bool = False
+    #: False for a method whose capability may write but which takes no ``Idempotency-Key``: its answer holds a
+    #: secret that is never stored (``tokens/create``), or it only reads (``tokens/list``)
+    takes_key: bool = True
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether a retry with the same ``Idempotency-Key`` gets the first answer again instead of executing
+        (docs/api.md#idempotent-retries): every method that writes, unless it says otherwise. Read-only methods
+        ignore the key entirely."""
+        return self.takes_key and self.capability.writes
 
     @functools.cached_property  # inspecting a struct evaluates its annotations: tens of ms per application
     def array_fields(self) -> frozenset[str]:
@@ -69,6 +79,8 @@ class ApiMethod(Protocol):
     def summary(self) -> str: ...
     @property
     def guessable(self) -> bool: ...
+    @property
+    def idempotent(self) -> bool: ...
     @property
     def array_fields(self) -> frozenset[str]: ...
     async def answer(self, services: Services, principal: Principal, request: schemas.Request) -> object: ...
@@ -241,6 +253,7 @@ _METHODS = (
         lambda s, p, r: s.tokens.create(p, r),
         response=schemas.TokenView,
         summary="Create a token; the only answer that shows it",
+        takes_key=False,  # its answer holds the token, which is never stored
     ),
     Method(
         "/api/v1.1/tokens/list",
@@ -249,6 +262,7 @@ _METHODS = (
         lambda s, p, r: s.tokens.list(p),
         response=list[schemas.TokenView],
         summary="List the account's tokens (never the tokens themselves)",
+        takes_key=False,  # reads only, though only an administrator may
     ),
     Method(
         "/api/v1.1/tokens/revoke",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import unicodedata
@@ -22,6 +23,7 @@ from promocodes.schemas import (
     ProfileSelector,
     ProfileView,
 )
+from promocodes.service.idempotency import final
 from promocodes.store import Store
 from promocodes.store.profiles import ProfileData
 
@@ -132,11 +134,11 @@ class ProfileService:
         name = request.name.strip()
         if not name:
             raise BadRequest("Field `name` must not be empty")
-        database = await self.store.create_database(principal.account_id, name, utcnow())
-        return DatabaseView(id=database.id, name=database.name)
+        answer = final(_database_view)
+        return answer(await self.store.create_database(principal.account_id, name, utcnow()))
 
     async def list_databases(self, principal: Principal) -> list[DatabaseView]:
-        return [DatabaseView(id=d.id, name=d.name) for d in await self.store.list_databases(principal.account_id)]
+        return [_database_view(database) for database in await self.store.list_databases(principal.account_id)]
 
     # --- profiles -----------------------------------------------------------------------------------------------
 
@@ -176,22 +178,39 @@ class ProfileService:
                 fields={name: value for name, value in merged.items() if value is not None},
             )
 
-        profile = await self.store.upsert_profile(database.id, match, build, utcnow())
-        return ProfileCreated(profile_id=profile.profile_id)
+        answer = final(_profile_created)
+        return answer(await self.store.upsert_profile(database.id, match, build, utcnow()))
 
     async def get_profile(self, principal: Principal, request: ProfileRef) -> ProfileView:
         return profile_view(await self.resolve(principal, lookup_from(request)))
 
     async def delete_profile(self, principal: Principal, request: ProfileDelete) -> None:
         profile = await self.resolve(principal, lookup_from(request))
-        if await self.store.delete_profile(profile.pk, request.force):
-            return
-        if request.force:
-            raise Conflict(
-                f"Profile {profile.profile_id} holds activated promo codes, which are records of redemptions "
-                "and are never released; it cannot be deleted"
-            )
-        raise Conflict(f"Profile {profile.profile_id} still holds promo codes; pass force: true to delete it")
+        answer = final(functools.partial(_profile_deleted, profile.profile_id, request.force))
+        answer(await self.store.delete_profile(profile.pk, request.force))
+
+
+# The answers of the writes to the store's results. Pure: each also runs inside the store's transaction, to keep the
+# answer of a request with an idempotency key (docs/api.md#idempotent-retries).
+
+
+def _database_view(database: Database) -> DatabaseView:
+    return DatabaseView(id=database.id, name=database.name)
+
+
+def _profile_created(profile: Profile) -> ProfileCreated:
+    return ProfileCreated(profile_id=profile.profile_id)
+
+
+def _profile_deleted(profile_id: str, force: bool, deleted: bool) -> None:
+    if deleted:
+        return
+    if force:
+        raise Conflict(
+            f"Profile {profile_id} holds activated promo codes, which are records of redemptions "
+            "and are never released; it cannot be deleted"
+        )
+    raise Conflict(f"Profile {profile_id} still holds promo codes; pass force: true to delete it")
 
 
 def _check_field_name(name: str) -> None:

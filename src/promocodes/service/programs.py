@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -21,6 +22,7 @@ from promocodes.schemas import (
     ProgramView,
     Stats,
 )
+from promocodes.service.idempotency import final
 from promocodes.store import Store
 
 
@@ -76,6 +78,24 @@ def _check(settings: dict[str, Any]) -> None:
         raise BadRequest("Field `valid_from` must not be later than `valid_to`")
 
 
+def _updated(program_id: int, updated: Program | Literal[False] | None) -> ProgramView:
+    """``programs/update``'s answer to the store's result (pure: it also runs inside the store's transaction, to keep
+    the answer of a request with an idempotency key, docs/api.md#idempotent-retries)."""
+    if updated is None:
+        raise NotFound(f"Program {program_id} not found")
+    if updated is False:
+        raise Conflict("`case_sensitive` cannot change while the program holds codes")
+    return program_view(updated)
+
+
+def _deleted(program_id: int, deleted: bool | None) -> None:
+    """``programs/delete``'s answer to the store's result (pure, as :func:`_updated`)."""
+    if deleted is None:
+        raise NotFound(f"Program {program_id} not found")
+    if not deleted:
+        raise Conflict(f"Program {program_id} still holds attached codes; pass force: true to delete it")
+
+
 class ProgramService:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -90,7 +110,8 @@ class ProgramService:
     async def create(self, principal: Principal, request: ProgramCreate) -> ProgramView:
         settings = _given_settings(request)
         _check(settings)
-        return program_view(await self.store.create_program(principal.account_id, settings, utcnow()))
+        answer = final(program_view)
+        return answer(await self.store.create_program(principal.account_id, settings, utcnow()))
 
     async def list(self, principal: Principal) -> list[ProgramView]:
         return [program_view(program) for program in await self.store.list_programs(principal.account_id)]
@@ -113,16 +134,9 @@ class ProgramService:
             # it may change only while the program is empty.
             return "case_sensitive" in changes and changes["case_sensitive"] != current.case_sensitive
 
-        updated = await self.store.update_program(principal.account_id, request.loyalty_id, changes, judge)
-        if updated is None:
-            raise NotFound(f"Program {request.loyalty_id} not found")
-        if updated is False:
-            raise Conflict("`case_sensitive` cannot change while the program holds codes")
-        return program_view(updated)
+        answer = final(functools.partial(_updated, request.loyalty_id))
+        return answer(await self.store.update_program(principal.account_id, request.loyalty_id, changes, judge))
 
     async def delete(self, principal: Principal, request: ProgramDelete) -> None:
-        deleted = await self.store.delete_program(principal.account_id, request.loyalty_id, request.force)
-        if deleted is None:
-            raise NotFound(f"Program {request.loyalty_id} not found")
-        if not deleted:
-            raise Conflict(f"Program {request.loyalty_id} still holds attached codes; pass force: true to delete it")
+        answer = final(functools.partial(_deleted, request.loyalty_id))
+        answer(await self.store.delete_program(principal.account_id, request.loyalty_id, request.force))

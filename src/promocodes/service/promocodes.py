@@ -35,6 +35,7 @@ from promocodes.schemas import (
     ProgramRef,
     UpdateRequest,
 )
+from promocodes.service.idempotency import NOT_FINAL, NotFinal, final
 from promocodes.service.profiles import ProfileLookup, ProfileService, lookup_from
 from promocodes.service.programs import ProgramService
 from promocodes.store import Store
@@ -64,6 +65,65 @@ def _fail(outcome: Outcome, code: str, program_id: int) -> PromocodeError:
         return NotFound(f"Promo code {code!r} not found in program {program_id}")
     error, text = _REFUSALS[outcome]
     return error(text)
+
+
+# The answers of the writes: what each store outcome means to the caller. Pure, because each also runs inside the
+# store's transaction, to keep the answer of a request with an idempotency key (docs/api.md#idempotent-retries).
+
+
+def _succeeded(allowed: tuple[Outcome, ...], code: str, program_id: int, outcome: Outcome) -> None:
+    if outcome not in allowed:
+        raise _fail(outcome, code, program_id)
+
+
+def _generation_answer(
+    request: GenerateRequest, pattern: str, key_space: int, generation: Generation
+) -> GenerateResult:
+    """Generate's answer, or its refusal: past the key-space guard (400) or the program's limit (402)."""
+    if generation.outcome is Outcome.KEY_SPACE_FULL:
+        held = generation.wanted - request.count
+        raise BadRequest(
+            f"Template `{pattern}` can make {key_space} codes, and a program may hold at most a "
+            f"thousandth of them, {generation.allowed}: {request.count} asked for plus {held} held that match "
+            f"it make {generation.wanted}. Use a longer template"
+        )
+    if generation.outcome is Outcome.LIMIT_REACHED:
+        held = generation.wanted - request.count
+        raise LimitExceeded(
+            f"{LIMIT_TEXT}: {request.count} codes asked for plus {held} held make {generation.wanted}, "
+            f"over the program's codes_limit of {generation.allowed}; nothing was generated"
+        )
+    result = GenerateResult(generated=request.count, template=pattern)
+    if request.return_codes:
+        result.codes = generation.codes
+    return result
+
+
+def _attached(answered: str, code: str, program_id: int, outcome: Outcome) -> AttachResult:
+    _succeeded((Outcome.DONE, Outcome.UNCHANGED), code, program_id, outcome)
+    return AttachResult(code=answered)
+
+
+def _picked(generating: bool, picked: str | None) -> AttachResult | NotFinal:
+    if picked is not None:
+        return AttachResult(code=picked)
+    if generating:
+        return NOT_FINAL  # the pool is empty: a code is generated next
+    raise Conflict("No free promo codes")
+
+
+def _generated(code: str, program_id: int, outcome: Outcome) -> AttachResult | NotFinal:
+    if outcome is Outcome.DONE:
+        return AttachResult(code=code)
+    if outcome is Outcome.LIMIT_REACHED:
+        raise _fail(outcome, code, program_id)
+    return NOT_FINAL  # the draw collided with a code held elsewhere: nothing changed, draw again
+
+
+def _detached(code: str, program_id: int, outcome: Outcome) -> None:
+    if outcome is Outcome.ALREADY_ACTIVATED:
+        raise Conflict("Promo code is activated and cannot be detached")
+    _succeeded((Outcome.DONE,), code, program_id, outcome)
 
 
 class PromocodeService:
@@ -103,9 +163,9 @@ class PromocodeService:
         in_thread = len(request.codes) > IN_THREAD_ITEMS
         judge = functools.partial(_judge, request.codes, program.case_sensitive)
         judged = await asyncio.to_thread(judge) if in_thread else judge()
+        report = final(functools.partial(_report, request.codes, judged), in_thread=in_thread)
         outcome = await self.store.import_codes(program.id, judged.unique, utcnow(), program.case_sensitive)
-        report = functools.partial(_report, request.codes, judged, outcome)
-        return await asyncio.to_thread(report) if in_thread else report()
+        return await asyncio.to_thread(report, outcome) if in_thread else report(outcome)
 
     # --- generate -----------------------------------------------------------------------------------------------
 
@@ -114,25 +174,20 @@ class PromocodeService:
     ) -> GenerateResult:
         """Make exactly ``count`` new codes from a template, or none (docs/api.md#generate). ``progress``, when
         given, is told the number of codes each batch draws, as it draws them (the command line's progress bar)."""
-        template, generation = await self._generate(principal, request, progress)
-        result = GenerateResult(generated=request.count, template=template.pattern)
-        if request.return_codes:
-            result.codes = generation.codes
-        return result
+        generation, answer = await self._generate(principal, request, progress)
+        return answer(generation)
 
     async def generate_streamed(
         self, principal: Principal, request: GenerateRequest, progress: Callable[[int], None] | None = None
     ) -> tuple[GenerateResult, AsyncIterator[str]]:
         """:meth:`generate`, then the new codes in creation order, read back page by page after the commit, so
         that a million of them never sit in memory at once (the command line's ``-o``)."""
-        template, generation = await self._generate(principal, request, progress)
-        return GenerateResult(generated=request.count, template=template.pattern), _generated_codes(
-            self.store, request.loyalty_id, generation
-        )
+        generation, answer = await self._generate(principal, request, progress)
+        return answer(generation), _generated_codes(self.store, request.loyalty_id, generation)
 
     async def _generate(
         self, principal: Principal, request: GenerateRequest, progress: Callable[[int], None] | None
-    ) -> tuple[Template, Generation]:
+    ) -> tuple[Generation, Callable[[Generation], GenerateResult]]:
         if request.return_codes and request.count > MAX_RETURNED_CODES:
             raise BadRequest(
                 f"Field `return_codes` needs `count` of at most {MAX_RETURNED_CODES}; {request.count} were asked for"
@@ -154,6 +209,7 @@ class PromocodeService:
                 progress(count)
             return codes, [code_key(code, case_sensitive) for code in codes]
 
+        answer = final(functools.partial(_generation_answer, request, template.pattern, key_space))
         generation = await self.store.generate_codes(
             program.id,
             range(request.count),
@@ -164,20 +220,7 @@ class PromocodeService:
             case_sensitive,
             request.return_codes,
         )
-        if generation.outcome is Outcome.KEY_SPACE_FULL:
-            held = generation.wanted - request.count
-            raise BadRequest(
-                f"Template `{template.pattern}` can make {key_space} codes, and a program may hold at most a "
-                f"thousandth of them, {generation.allowed}: {request.count} asked for plus {held} held that match "
-                f"it make {generation.wanted}. Use a longer template"
-            )
-        if generation.outcome is Outcome.LIMIT_REACHED:
-            held = generation.wanted - request.count
-            raise LimitExceeded(
-                f"{LIMIT_TEXT}: {request.count} codes asked for plus {held} held make {generation.wanted}, "
-                f"over the program's codes_limit of {generation.allowed}; nothing was generated"
-            )
-        return template, generation
+        return generation, answer
 
     # --- get ----------------------------------------------------------------------------------------------------
 
@@ -201,9 +244,8 @@ class PromocodeService:
         if not program.active:
             await self._require_code(program, code)
             raise Conflict(f"Program {program.id} is inactive")
-        outcome = await self.store.activate(program.id, code_key(code, program.case_sensitive), profile_pk, utcnow())
-        if outcome is not Outcome.DONE:
-            raise _fail(outcome, code, program.id)
+        answer = final(functools.partial(_succeeded, (Outcome.DONE,), code, program.id))
+        answer(await self.store.activate(program.id, code_key(code, program.case_sensitive), profile_pk, utcnow()))
 
     async def update(self, principal: Principal, request: UpdateRequest) -> None:
         """Change the expiry and/or the activation, all or nothing (docs/api.md#update)."""
@@ -221,6 +263,7 @@ class PromocodeService:
         if activated and not program.active:
             await self._require_code(program, code)
             raise Conflict(f"Program {program.id} is inactive")
+        answer = final(functools.partial(_succeeded, (Outcome.DONE, Outcome.UNCHANGED), code, program.id))
         outcome = await self.store.update_code(
             program.id,
             code_key(code, program.case_sensitive),
@@ -230,8 +273,7 @@ class PromocodeService:
             activated,
             utcnow(),
         )
-        if outcome not in (Outcome.DONE, Outcome.UNCHANGED):
-            raise _fail(outcome, code, program.id)
+        answer(outcome)
 
     # --- attach and detach --------------------------------------------------------------------------------------
 
@@ -249,16 +291,25 @@ class PromocodeService:
             state = "inactive" if not program.active else "outside its validity range"
             raise Conflict(f"Program {program.id} is {state}: no codes can be attached")
         if code is not None:
-            return AttachResult(code=await self._attach_code(program, code, profile.pk, now))
-        picked = await self.store.attach_from_pool(program.id, profile.pk, program.one_code_per_profile, now)
-        if picked is not None:
-            return AttachResult(code=picked)
-        if program.generate_on_attach and program.template:
-            return AttachResult(code=await self._attach_generated(program, Template(program.template), profile.pk))
-        raise Conflict("No free promo codes")
+            return await self._attach_code(program, code, profile.pk, now)
+        template = program.template if program.generate_on_attach else None
+        answer = final(functools.partial(_picked, bool(template)))
+        picked = answer(await self.store.attach_from_pool(program.id, profile.pk, program.one_code_per_profile, now))
+        if isinstance(picked, AttachResult):
+            return picked
+        assert template, "the pool's answer is final unless a code is to be generated"
+        return await self._attach_generated(program, Template(template), profile.pk)
 
-    async def _attach_code(self, program: Program, code: str, profile_pk: int, now: datetime) -> str:
+    async def _attach_code(self, program: Program, code: str, profile_pk: int, now: datetime) -> AttachResult:
         key = code_key(code, program.case_sensitive)
+        answered = code
+        if not program.case_sensitive:
+            # The answer names the code as the program stores it, which may differ in case from the one asked for.
+            # Read before the write, so that the answer is known inside the transaction that keeps it
+            # (docs/api.md#idempotent-retries); a code this attach creates is stored as asked.
+            state = await self.store.code_state(program.id, key)
+            answered = state.code if state is not None else code
+        answer = final(functools.partial(_attached, answered, code, program.id))
         outcome = await self.store.attach_code(
             program.id,
             code,
@@ -269,27 +320,21 @@ class PromocodeService:
             now,
             program.case_sensitive,
         )
-        if outcome not in (Outcome.DONE, Outcome.UNCHANGED):
-            raise _fail(outcome, code, program.id)
-        if program.case_sensitive:
-            return code
-        # Answer with the spelling the program stores, which may differ in case from the one asked for.
-        state = await self.store.code_state(program.id, key)
-        return state.code if state is not None else code
+        return answer(outcome)
 
-    async def _attach_generated(self, program: Program, template: Template, profile_pk: int) -> str:
+    async def _attach_generated(self, program: Program, template: Template, profile_pk: int) -> AttachResult:
         """No free code: make one from the template. A collision with an existing code is retried with a new
         draw; the store's claim makes sure even a collision is never bound twice."""
         for _ in range(GENERATION_ATTEMPTS):
             code = template.generate()
             key = code_key(code, program.case_sensitive)
+            answer = final(functools.partial(_generated, code, program.id))
             outcome = await self.store.attach_code(
                 program.id, code, key, profile_pk, program.multiple_usage, True, utcnow(), program.case_sensitive
             )
-            if outcome is Outcome.DONE:
-                return code
-            if outcome is Outcome.LIMIT_REACHED:
-                raise _fail(outcome, code, program.id)
+            generated = answer(outcome)
+            if isinstance(generated, AttachResult):
+                return generated
         raise Conflict(f"Could not generate a free code from template {template.pattern!r}; widen the template")
 
     async def detach(self, principal: Principal, request: DetachRequest) -> None:
@@ -299,11 +344,8 @@ class PromocodeService:
         lookup = lookup_from(request)
         program = await self.programs.program(principal, request.loyalty_id)
         profile = await self.profiles.resolve(principal, lookup)
-        outcome = await self.store.detach(program.id, code_key(code, program.case_sensitive), profile.pk)
-        if outcome is Outcome.ALREADY_ACTIVATED:
-            raise Conflict("Promo code is activated and cannot be detached")
-        if outcome is not Outcome.DONE:
-            raise _fail(outcome, code, program.id)
+        answer = final(functools.partial(_detached, code, program.id))
+        answer(await self.store.detach(program.id, code_key(code, program.case_sensitive), profile.pk))
 
     # --- export -------------------------------------------------------------------------------------------------
 

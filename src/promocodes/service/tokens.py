@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 from promocodes.domain.times import format_rfc3339, utcnow
 from promocodes.errors import NotFound
 from promocodes.models import Principal, Role, TokenInfo
 from promocodes.schemas import TokenCreate, TokenRevoke, TokenView
 from promocodes.service.accounts import AccountService
 from promocodes.service.auth import Authenticator, new_token, token_hash
+from promocodes.service.idempotency import final
 from promocodes.store import Store
 
 
@@ -22,6 +25,14 @@ def token_view(info: TokenInfo, token: str | None = None) -> TokenView:
     if token is not None:
         view.token = token
     return view
+
+
+def _revoked(token_id: int, info: TokenInfo | None) -> TokenView:
+    """``tokens/revoke``'s answer to the store's result. Pure: it also runs inside the store's transaction, to keep
+    the answer of a request with an idempotency key (docs/api.md#idempotent-retries)."""
+    if info is None:
+        raise NotFound(f"Token {token_id} not found")
+    return token_view(info)
 
 
 class TokenService:
@@ -51,8 +62,7 @@ class TokenService:
         return [token_view(info) for info in await self.store.list_tokens(principal.account_id)]
 
     async def revoke(self, principal: Principal, request: TokenRevoke) -> TokenView:
-        info = await self.store.revoke_token(principal.account_id, request.id, utcnow())
-        if info is None:
-            raise NotFound(f"Token {request.id} not found")
+        answer = final(functools.partial(_revoked, request.id))
+        view = answer(await self.store.revoke_token(principal.account_id, request.id, utcnow()))
         self.authenticator.forget()
-        return token_view(info)
+        return view

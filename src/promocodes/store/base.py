@@ -18,8 +18,8 @@ in its docstring. The rule throughout: a state change is ONE conditional ``UPDAT
 transaction says why (the :class:`~promocodes.models.Outcome`). Never read-then-write.
 
 This module holds the :class:`Connection` protocol the adapters implement, the decorators that turn a method into
-an operation, the errors the adapters raise, and :class:`StoreBase`: the lifecycle each adapter provides. Row
-mapping is in ``store.rows``.
+an operation (and run it inside a request's idempotency claim when it has one, ``store.claims``), the errors the
+adapters raise, and :class:`StoreBase`: the lifecycle each adapter provides. Row mapping is in ``store.rows``.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
 from promocodes.domain.templates import KeyPattern
-from promocodes.errors import Conflict, StorageUnavailable
+from promocodes.errors import ChangedMeanwhile, StorageUnavailable
 from promocodes.models import Outcome
+from promocodes.store.claims import claimed
 
 Row = Any  # sqlite3.Row and asyncpg.Record: both index by column name
 T = TypeVar("T")
@@ -93,11 +94,14 @@ class Connection(Protocol):
 def operation(
     method: Callable[Concatenate[S, Connection, P], Awaitable[T]],
 ) -> Callable[Concatenate[S, P], Awaitable[T]]:
-    """Turn ``async def op(self, conn, ...)`` into ``async def op(self, ...)`` run by the adapter's ``_run``."""
+    """Turn ``async def op(self, conn, ...)`` into ``async def op(self, ...)`` run by the adapter's ``_run``.
+
+    When the request's idempotency claim holds the service's render for this call, the operation runs inside the
+    transaction that looks its key up first and keeps its answer with its change (``store.claims.claimed``)."""
 
     @functools.wraps(method)
     async def run(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._run(lambda conn: method(self, conn, *args, **kwargs))
+        return await self._run(claimed(lambda conn: method(self, conn, *args, **kwargs)))
 
     return run
 
@@ -123,25 +127,25 @@ BULK_SECONDS_PER_ROW = 1e-4
 def bulk_operation(
     method: Callable[Concatenate[S, Connection, int, Sequence[R], P], Awaitable[T]],
 ) -> Callable[Concatenate[S, int, Sequence[R], P], Awaitable[T]]:
-    """Like :func:`operation`, for ``op(self, conn, owner_id, rows, ...)`` whose work grows with ``rows``: the
-    operation is allowed ``BULK_SECONDS_PER_ROW`` more per row. Waiting (for a connection, a queue, a lock) is part
-    of the same budget, so it stays bounded."""
+    """Like :func:`operation` (an idempotency claim included), for ``op(self, conn, owner_id, rows, ...)`` whose work
+    grows with ``rows``: the operation is allowed ``BULK_SECONDS_PER_ROW`` more per row. Waiting (for a connection,
+    a queue, a lock) is part of the same budget, so it stays bounded."""
 
     @functools.wraps(method)
     async def run(self: S, owner_id: int, rows: Sequence[R], /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._run(
-            lambda conn: method(self, conn, owner_id, rows, *args, **kwargs),
+            claimed(lambda conn: method(self, conn, owner_id, rows, *args, **kwargs)),
             extra_time=len(rows) * BULK_SECONDS_PER_ROW,
         )
 
     return run
 
 
-def vanished() -> Conflict:
+def vanished() -> ChangedMeanwhile:
     """For the adapters: a foreign key failed because a row the operation refers to (a profile, a program) was
     deleted by a concurrent request after the service looked it up. The transaction rolled back; a retry answers
     with the proper 404."""
-    return Conflict("An object this request refers to was deleted meanwhile; nothing was changed")
+    return ChangedMeanwhile("An object this request refers to was deleted meanwhile; nothing was changed")
 
 
 logger = logging.getLogger("promocodes")

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from promocodes.domain.templates import KeyPattern
 from promocodes.domain.times import from_micros, to_micros
-from promocodes.errors import Conflict, NotFound
+from promocodes.errors import ChangedMeanwhile, Conflict, NotFound
 from promocodes.models import CodeState, ExportedCode, Generation, ImportOutcome, Outcome
 from promocodes.store.base import Connection, Row, StoreBase, _Rollback, bulk_operation, operation, read_operation
 from promocodes.store.rows import _binding, _flag, _time
@@ -394,7 +394,9 @@ async def _program_for_insert(conn: Connection, program_id: int, case_sensitive:
     if program is None:  # deleted since the service looked it up
         raise NotFound(f"Program {program_id} not found")
     if case_sensitive is not None and _flag(program["case_sensitive"]) != case_sensitive:
-        raise Conflict(f"Program {program_id} changed its case sensitivity meanwhile; nothing was imported, retry")
+        raise ChangedMeanwhile(
+            f"Program {program_id} changed its case sensitivity meanwhile; nothing was imported, retry"
+        )
     return program
 
 
