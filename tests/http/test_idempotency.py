@@ -19,6 +19,7 @@ from promocodes.errors import StorageUnavailable
 from promocodes.http.encoding import encode_xml
 from promocodes.http.routes import METHODS
 from promocodes.models import Role
+from promocodes.service.promocodes import IN_THREAD_ITEMS
 from promocodes.store import Store
 from tests.helpers import Api
 from tests.http.helpers import bound_code, envelope, error_of, post, post_json, running, setup_program
@@ -466,3 +467,13 @@ async def test_fifty_simultaneous_attaches_with_one_key_bind_one_code(live_serve
         assert Counter(replayed(answer) for answer in answers) == {True: 49, False: 1}
         exported = await ok("promocodes/export_all", loyalty_id=loyalty_id)
         assert [item["code"] for item in exported if "attached" in item] == ["POOL-00"]
+
+
+def test_a_large_import_is_kept_and_replayed(api: Api) -> None:
+    """Past IN_THREAD_ITEMS the import's answer is made in a worker thread, inside the store's transaction too."""
+    loyalty_id = setup_program(api)
+    codes = [f"BULK-{index:05d}" for index in range(IN_THREAD_ITEMS + 1)]
+    first = post_json(api, "promocodes/import", {"loyalty_id": loyalty_id, "codes": codes}, Idempotency_Key=KEY)
+    assert envelope(first)["inserted"] == len(codes)
+    again = post_json(api, "promocodes/import", {"loyalty_id": loyalty_id, "codes": codes}, Idempotency_Key=KEY)
+    assert again.content == first.content and replayed(again)
