@@ -31,6 +31,7 @@ POSTGRES_ADMIN_URL = os.environ.get("PROMOCODES_TEST_POSTGRES", "postgresql://po
 BACKENDS = ("sqlite", "postgres")
 # Children before parents, so that plain DELETEs empty them in order.
 _TABLES = (
+    "code_events",
     "code_bindings",
     "codes",
     "profile_fields",

@@ -184,7 +184,8 @@ class ProfileService:
 
     async def delete_profile(self, principal: Principal, request: ProfileDelete) -> None:
         profile = await self.resolve(principal, lookup_from(request))
-        if await self.store.delete_profile(profile.pk, request.force):
+        # A forced delete releases the profile's codes: each records `detached` in its history (docs/api.md#history).
+        if await self.store.delete_profile(profile.pk, request.force, utcnow(), actor=principal.actor):
             return
         if request.force:
             raise Conflict(

@@ -1,6 +1,7 @@
-"""The seven promo-code operations and their rules (docs/api.md#promo-code-methods). No SQL here: the store makes
-each state change atomically and reports an :class:`~promocodes.models.Outcome`; this module decides what is allowed
-before asking, and what each outcome means to the caller."""
+"""The promo-code operations and their rules (docs/api.md#promo-code-methods): the seven of Altcraft, and a code's
+history. No SQL here: the store makes each state change atomically, with its history event, and reports an
+:class:`~promocodes.models.Outcome`; this module decides what is allowed before asking, and what each outcome means
+to the caller. Each change names the caller (``principal.actor``) for the history (docs/api.md#history)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from promocodes.domain.codes import WHITE_SPACE, clean_code, code_key
 from promocodes.domain.templates import Template
 from promocodes.domain.times import format_rfc3339, parse_rfc3339, utcnow
 from promocodes.errors import BadRequest, Conflict, LimitExceeded, NotFound, PromocodeError
-from promocodes.models import CodeState, ImportOutcome, Outcome, Principal, Program
+from promocodes.models import Actor, CodeEvent, CodeState, ImportOutcome, Outcome, Principal, Program
 from promocodes.schemas import (
     ActivateRequest,
     AttachRequest,
@@ -25,6 +26,8 @@ from promocodes.schemas import (
     CodeRequest,
     DetachRequest,
     ExportItem,
+    HistoryEvent,
+    HistoryRequest,
     ImportItem,
     ImportRequest,
     ImportResult,
@@ -97,7 +100,9 @@ class PromocodeService:
         in_thread = len(request.codes) > IN_THREAD_ITEMS
         judge = functools.partial(_judge, request.codes, program.case_sensitive)
         judged = await asyncio.to_thread(judge) if in_thread else judge()
-        outcome = await self.store.import_codes(program.id, judged.unique, utcnow(), program.case_sensitive)
+        outcome = await self.store.import_codes(
+            program.id, judged.unique, utcnow(), program.case_sensitive, actor=principal.actor
+        )
         report = functools.partial(_report, request.codes, judged, outcome)
         return await asyncio.to_thread(report) if in_thread else report()
 
@@ -123,7 +128,9 @@ class PromocodeService:
         if not program.active:
             await self._require_code(program, code)
             raise Conflict(f"Program {program.id} is inactive")
-        outcome = await self.store.activate(program.id, code_key(code, program.case_sensitive), profile_pk, utcnow())
+        outcome = await self.store.activate(
+            program.id, code_key(code, program.case_sensitive), profile_pk, utcnow(), actor=principal.actor
+        )
         if outcome is not Outcome.DONE:
             raise _fail(outcome, code, program.id)
 
@@ -151,6 +158,7 @@ class PromocodeService:
             set_expiry,
             activated,
             utcnow(),
+            actor=principal.actor,
         )
         if outcome not in (Outcome.DONE, Outcome.UNCHANGED):
             raise _fail(outcome, code, program.id)
@@ -170,16 +178,20 @@ class PromocodeService:
                 await self._require_code(program, code)
             state = "inactive" if not program.active else "outside its validity range"
             raise Conflict(f"Program {program.id} is {state}: no codes can be attached")
+        actor = principal.actor
         if code is not None:
-            return AttachResult(code=await self._attach_code(program, code, profile.pk, now))
-        picked = await self.store.attach_from_pool(program.id, profile.pk, program.one_code_per_profile, now)
+            return AttachResult(code=await self._attach_code(program, code, profile.pk, now, actor))
+        picked = await self.store.attach_from_pool(
+            program.id, profile.pk, program.one_code_per_profile, now, actor=actor
+        )
         if picked is not None:
             return AttachResult(code=picked)
         if program.generate_on_attach and program.template:
-            return AttachResult(code=await self._attach_generated(program, Template(program.template), profile.pk))
+            template = Template(program.template)
+            return AttachResult(code=await self._attach_generated(program, template, profile.pk, actor))
         raise Conflict("No free promo codes")
 
-    async def _attach_code(self, program: Program, code: str, profile_pk: int, now: datetime) -> str:
+    async def _attach_code(self, program: Program, code: str, profile_pk: int, now: datetime, actor: Actor) -> str:
         key = code_key(code, program.case_sensitive)
         outcome = await self.store.attach_code(
             program.id,
@@ -190,6 +202,7 @@ class PromocodeService:
             program.create_on_attach,
             now,
             program.case_sensitive,
+            actor=actor,
         )
         if outcome not in (Outcome.DONE, Outcome.UNCHANGED):
             raise _fail(outcome, code, program.id)
@@ -199,14 +212,22 @@ class PromocodeService:
         state = await self.store.code_state(program.id, key)
         return state.code if state is not None else code
 
-    async def _attach_generated(self, program: Program, template: Template, profile_pk: int) -> str:
+    async def _attach_generated(self, program: Program, template: Template, profile_pk: int, actor: Actor) -> str:
         """No free code: make one from the template. A collision with an existing code is retried with a new
         draw; the store's claim makes sure even a collision is never bound twice."""
         for _ in range(GENERATION_ATTEMPTS):
             code = template.generate()
             key = code_key(code, program.case_sensitive)
             outcome = await self.store.attach_code(
-                program.id, code, key, profile_pk, program.multiple_usage, True, utcnow(), program.case_sensitive
+                program.id,
+                code,
+                key,
+                profile_pk,
+                program.multiple_usage,
+                True,
+                utcnow(),
+                program.case_sensitive,
+                actor=actor,
             )
             if outcome is Outcome.DONE:
                 return code
@@ -221,11 +242,27 @@ class PromocodeService:
         lookup = lookup_from(request)
         program = await self.programs.program(principal, request.loyalty_id)
         profile = await self.profiles.resolve(principal, lookup)
-        outcome = await self.store.detach(program.id, code_key(code, program.case_sensitive), profile.pk)
+        outcome = await self.store.detach(
+            program.id, code_key(code, program.case_sensitive), profile.pk, utcnow(), actor=principal.actor
+        )
         if outcome is Outcome.ALREADY_ACTIVATED:
             raise Conflict("Promo code is activated and cannot be detached")
         if outcome is not Outcome.DONE:
             raise _fail(outcome, code, program.id)
+
+    # --- history ------------------------------------------------------------------------------------------------
+
+    async def history(self, principal: Principal, request: HistoryRequest) -> list[HistoryEvent]:
+        """The code's events, oldest first, after the event id ``after`` (docs/api.md#history). The code is found
+        as ``get`` finds it, and an unknown one is 404 like there."""
+        code = clean_code(request.code)
+        program = await self.programs.program(principal, request.loyalty_id)
+        events = await self.store.code_history(
+            program.id, code_key(code, program.case_sensitive), request.after, request.limit
+        )
+        if events is None:
+            raise _fail(Outcome.NO_CODE, code, program.id)
+        return [history_event(event) for event in events]
 
     # --- export -------------------------------------------------------------------------------------------------
 
@@ -330,3 +367,17 @@ def code_report(program: Program, state: CodeState, now: datetime) -> CodeReport
         report.attached_count = state.attached_count
         report.activated_count = state.activated_count
     return report
+
+
+def history_event(event: CodeEvent) -> HistoryEvent:
+    """One item of ``history``'s answer (docs/api.md#history): no profile concerned is ``""`` and ``null``, as
+    text and numbers are shown empty elsewhere; ``details`` is always an object."""
+    return HistoryEvent(
+        id=event.id,
+        time=format_rfc3339(event.time),
+        event=event.event.value,
+        profile_id=event.profile_id or "",
+        database_id=event.database_id,
+        token_name=event.token_name,
+        details=event.details,
+    )

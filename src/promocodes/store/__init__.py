@@ -2,8 +2,9 @@
 (``sqlite:///…`` or ``postgresql://…``).
 
 :class:`Store` is composed here from one mixin per domain, each over ``store.base.StoreBase`` and holding its own SQL
-and locks: ``store.accounts``, ``store.programs``, ``store.profiles`` and ``store.codes`` (row mapping they share is
-in ``store.rows``). The adapters, ``store.sqlite`` and ``store.postgres``, subclass it."""
+and locks: ``store.accounts``, ``store.programs``, ``store.profiles``, ``store.codes`` and ``store.events`` (the
+codes' history; row mapping they share is in ``store.rows``). The adapters, ``store.sqlite`` and
+``store.postgres``, subclass it."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from promocodes.config import mask_password
 from promocodes.errors import BadRequest
 from promocodes.store.accounts import AccountStore
 from promocodes.store.codes import CodeStore
+from promocodes.store.events import EventStore
 from promocodes.store.profiles import ProfileStore
 from promocodes.store.programs import ProgramStore
 
 __all__ = ["Store", "open_store", "sqlite_path"]
 
 
-class Store(AccountStore, ProgramStore, ProfileStore, CodeStore):
+class Store(AccountStore, ProgramStore, ProfileStore, CodeStore, EventStore):
     """The storage interface: what the service may ask of a database, as whole operations (one per method, see
     ``store.base``). Each adapter provides the lifecycle of ``StoreBase``."""
 

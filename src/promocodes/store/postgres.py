@@ -82,16 +82,20 @@ class PostgresConnection:
     def transaction(self) -> AbstractAsyncContextManager[None]:
         return cast(AbstractAsyncContextManager[None], self._raw.transaction())
 
-    async def insert_codes(self, program_id: int, rows: Sequence[tuple[str, str]], created: int) -> set[str]:
+    async def insert_codes(
+        self, program_id: int, rows: Sequence[tuple[str, str]], created: int, created_event: int
+    ) -> set[str]:
         # One statement for the whole batch: the arrays travel in asyncpg's binary format.
         inserted = await self._raw.fetch(
-            "INSERT INTO codes (program_id, code, code_key, created) "
-            "SELECT $1, code, code_key, $4 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(code, code_key, n) "
+            "INSERT INTO codes (program_id, code, code_key, created, created_event) "
+            "SELECT $1, code, code_key, $4, $5 "
+            "FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(code, code_key, n) "
             "ORDER BY n ON CONFLICT (program_id, code_key) DO NOTHING RETURNING code_key",
             program_id,
             [code for code, _ in rows],
             [key for _, key in rows],
             created,
+            created_event,
             timeout=self._left(),
         )
         return {row["code_key"] for row in inserted}

@@ -104,14 +104,16 @@ class SqliteConnection:
             raise
         self._raw.execute("RELEASE tx")
 
-    async def insert_codes(self, program_id: int, rows: Sequence[tuple[str, str]], created: int) -> set[str]:
+    async def insert_codes(
+        self, program_id: int, rows: Sequence[tuple[str, str]], created: int, created_event: int
+    ) -> set[str]:
         cursor = self._raw.cursor()
         inserted: set[str] = set()
         for code, key in rows:
             cursor.execute(
-                "INSERT INTO codes (program_id, code, code_key, created) VALUES (?, ?, ?, ?) "
+                "INSERT INTO codes (program_id, code, code_key, created, created_event) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (program_id, code_key) DO NOTHING",
-                (program_id, code, key, created),
+                (program_id, code, key, created, created_event),
             )
             if cursor.rowcount == 1:
                 inserted.add(key)
