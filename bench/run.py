@@ -29,9 +29,10 @@ from pathlib import Path
 import asyncpg
 
 from promocodes.domain.times import to_micros, utcnow
-from promocodes.models import Role
+from promocodes.models import Actor, Match, MatchMode, Role
 from promocodes.service import Services
 from promocodes.store import open_store
+from promocodes.store.profiles import ProfileData
 
 HERE = Path(__file__).resolve().parent
 PROMOCODES = [sys.executable, "-m", "promocodes"]
@@ -52,6 +53,9 @@ async def prepare_postgres(name: str) -> str:
     return PG_ADMIN.rpartition("/")[0] + "/" + name
 
 
+BENCH = Actor(token_id=None, token_name="bench")  # whom the seeded codes' history names
+
+
 async def seed(url: str, codes: int) -> tuple[str, int]:
     """An admin token and a program whose ``codes`` codes (B0000001…) are all attached to one profile."""
     store = open_store(url)
@@ -63,11 +67,16 @@ async def seed(url: str, codes: int) -> tuple[str, int]:
     account_id = await store.ensure_account("bench", utcnow())
     program = await store.create_program(account_id, {"name": "bench"}, utcnow())
     database = await store.create_database(account_id, "bench", utcnow())
-    profile = await store.save_profile(database.id, None, "b" * 24, "bench@example.org", [], {}, utcnow())
+    profile = await store.upsert_profile(
+        database.id,
+        Match(MatchMode.PROFILE_ID, "b" * 24),
+        lambda found: ProfileData(profile_id="b" * 24, email="bench@example.org", phones=[], fields={}),
+        utcnow(),
+    )
     batch = 20_000
     for start in range(1, codes + 1, batch):
         rows = [(f"B{n:07d}", f"B{n:07d}") for n in range(start, min(start + batch, codes + 1))]
-        await store.import_codes(program.id, rows, utcnow())
+        await store.import_codes(program.id, rows, utcnow(), actor=BENCH)
     await store.close()
     # Binding 200k codes one request at a time would take longer than the benchmark: do it in one statement.
     now = to_micros(utcnow())
@@ -127,8 +136,8 @@ def pgbench_baseline(url: str, loyalty_id: int, codes: int, seconds: int, client
 
 
 def sqlite_baseline(path: str, loyalty_id: int, codes: int, seconds: int) -> float:
-    """One connection, the server's statements for one activation (program lookup, conditional UPDATE; the token
-    comes from the worker's cache), each activation its own durable transaction."""
+    """One connection, the server's statements for one activation (program lookup, conditional UPDATE and its
+    history event; the token comes from the worker's cache), each activation its own durable transaction."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
@@ -138,11 +147,19 @@ def sqlite_baseline(path: str, loyalty_id: int, codes: int, seconds: int) -> flo
         n -= 1
         conn.execute("SELECT id, account_id, name FROM programs WHERE id = ? AND account_id = 1", (loyalty_id,))
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute(
+        conn.execute("SELECT id FROM programs WHERE id = ?", (loyalty_id,))
+        activated = conn.execute(
             "UPDATE code_bindings SET activated = 1 WHERE id = (SELECT b.id FROM code_bindings b JOIN codes c "
             "ON c.id = b.code_id WHERE c.program_id = ? AND c.code_key = ? AND b.activated IS NULL "
-            "AND (c.expire_date IS NULL OR c.expire_date > 1) ORDER BY b.id LIMIT 1) AND activated IS NULL",
+            "AND (c.expire_date IS NULL OR c.expire_date > 1) ORDER BY b.id LIMIT 1) AND activated IS NULL "
+            "RETURNING code_id, profile_pk",
             (loyalty_id, f"B{n:07d}"),
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO code_events (program_id, code_id, time, event, token_id, token_name, details, profile_id, "
+            "database_id) SELECT ?, ?, 1, 'activated', 1, 'bench', NULL, profile_id, database_id FROM profiles "
+            "WHERE id = ?",
+            (loyalty_id, activated[0], activated[1]),
         )
         conn.execute("COMMIT")
         done += 1

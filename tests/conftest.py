@@ -32,6 +32,7 @@ BACKENDS = ("sqlite", "postgres")
 # Children before parents, so that plain DELETEs empty them in order.
 _TABLES = (
     "idempotency_keys",
+    "code_events",
     "code_bindings",
     "codes",
     "profile_fields",

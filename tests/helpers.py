@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import httpx2
 from starlette.applications import Starlette
 
 from promocodes.domain.codes import code_key
 from promocodes.domain.templates import Template
-from promocodes.models import Match, MatchMode, Profile, Role
+from promocodes.models import Actor, Match, MatchMode, Profile, Role
 from promocodes.service import Services
-from promocodes.store import Store, open_store
+from promocodes.store import Store, open_store, sqlite_path
 from promocodes.store.profiles import ProfileData
 from tests.client import InProcessClient
+
+#: who the store tests act as: every store operation that changes a code names its actor (docs/api.md#history)
+ACTOR = Actor(token_id=None, token_name="tests")
 
 # `get`'s data keys in the documented order (docs/api.md#get); the last two only while the code is bound.
 GET_KEYS = [
@@ -150,3 +155,22 @@ def scripted(batches: Iterable[Sequence[str]]) -> tuple[Draw, list[int]]:
         return codes, list(codes)
 
     return draw, asked
+
+
+async def count_rows(database_url: str, table: str) -> int:
+    """How many rows a table holds, read through a connection of its own (for what no store operation shows, such
+    as events that name no code)."""
+    path = sqlite_path(database_url)
+    if path is not None:
+        raw = sqlite3.connect(path)
+        try:
+            count: int = raw.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        finally:
+            raw.close()
+        return count
+    conn = await asyncpg.connect(database_url)
+    try:
+        counted: int = await conn.fetchval(f"SELECT count(*) FROM {table}")
+    finally:
+        await conn.close()
+    return counted

@@ -25,7 +25,7 @@ from xml.etree.ElementTree import Element
 from defusedxml.ElementTree import fromstring as xml_fromstring
 
 ELLIPSIS = "…"
-TIME_FIELDS = frozenset({"created", "attached", "activated", "expired", "expire_date", "updated"})
+TIME_FIELDS = frozenset({"created", "attached", "activated", "expired", "expire_date", "updated", "time"})
 ID_FIELDS = frozenset({"profile_id", "id", "token"})
 FIRST_SECTION = "## From nothing to a redeemed code"
 END_SECTION = "## Command line"

@@ -41,12 +41,30 @@ ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
 }
 
 
+#: the name the command line acts under in a code's history (docs/api.md#history): it holds no token
+COMMAND_LINE = "command line"
+
+
+class Actor(msgspec.Struct, frozen=True):
+    """Who made a change, as a code's history records it (docs/api.md#history): the token's id (None for the
+    command line) and its name, copied into each event so that it outlives the token."""
+
+    token_id: int | None
+    token_name: str
+
+
 class Principal(msgspec.Struct, frozen=True):
-    """Who is calling: the account every object is scoped to, and the role of the token used."""
+    """Who is calling: the account every object is scoped to, the role of the token used, and its id and name."""
 
     account_id: int
     role: Role
     token_id: int | None = None  # None for the command line, which acts as the account's administrator
+    token_name: str = COMMAND_LINE
+
+    @property
+    def actor(self) -> Actor:
+        """The caller as the history records it."""
+        return Actor(token_id=self.token_id, token_name=self.token_name)
 
 
 def _setting(description: str, **extra: Any) -> msgspec.Meta:
@@ -230,6 +248,31 @@ class TokenInfo(msgspec.Struct, frozen=True):
     role: Role
     created: datetime
     revoked: datetime | None
+
+
+class CodeEventKind(enum.StrEnum):
+    """What happened to a code (docs/api.md#history)."""
+
+    CREATED = "created"
+    ATTACHED = "attached"
+    ACTIVATED = "activated"
+    DEACTIVATED = "deactivated"
+    DETACHED = "detached"
+    EXPIRY_CHANGED = "expiry_changed"
+
+
+class CodeEvent(msgspec.Struct, frozen=True):
+    """One entry of a code's history: ``profile_id``/``database_id`` are the profile's as they were (None when no
+    profile is concerned); ``details`` what else the event carries (docs/api.md#history)."""
+
+    id: int
+    time: datetime
+    event: CodeEventKind
+    token_id: int | None
+    token_name: str
+    profile_id: str | None
+    database_id: int | None
+    details: dict[str, Any]
 
 
 class Outcome(enum.Enum):

@@ -108,6 +108,13 @@ class DetachRequest(ProfileSelector, kw_only=True):
     code: Text
 
 
+class HistoryRequest(CodeRequest, kw_only=True):
+    """docs/api.md#history: a page of the code's events, after the event id ``after``."""
+
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+    after: Count = 0
+
+
 # --- management API (docs/api.md#management-methods) ---------------------------------------------------------
 
 
@@ -259,6 +266,20 @@ class GenerateResult(Response):
     generated: int
     template: str
     codes: list[str] | UnsetType = UNSET
+
+
+# docs/api.md#history. The docstring is the description the OpenAPI document gives, so it names no file.
+class HistoryEvent(Response):
+    """One event of a code's history, oldest first. ``profile_id`` is ``""`` and ``database_id`` null when no
+    profile is concerned; ``details`` is an object, empty when the event carries nothing more."""
+
+    id: int
+    time: str
+    event: str
+    profile_id: str
+    database_id: int | None
+    token_name: str
+    details: dict[str, Any]
 
 
 class AttachResult(Response):

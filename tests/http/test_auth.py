@@ -59,6 +59,7 @@ Call = Callable[[World], tuple[str, dict[str, Any]]]
 CALLS: dict[str, Call] = {
     "get": lambda w: ("promocodes/get", {"loyalty_id": w.loyalty_id, "code": "FREE-1"}),
     "export_all": lambda w: ("promocodes/export_all", {"loyalty_id": w.loyalty_id}),
+    "history": lambda w: ("promocodes/history", {"loyalty_id": w.loyalty_id, "code": "BOUND-1"}),
     "programs/list": lambda w: ("promocodes/programs/list", {}),
     "programs/get": lambda w: ("promocodes/programs/get", {"loyalty_id": w.loyalty_id}),
     "databases/list": lambda w: ("databases/list", {}),
@@ -84,7 +85,7 @@ CALLS: dict[str, Call] = {
     "tokens/list": lambda w: ("tokens/list", {}),
     "tokens/revoke": lambda w: ("tokens/revoke", {"id": w.spare_token_id}),
 }
-READ_ONLY = {"get", "export_all", "programs/list", "programs/get", "databases/list", "profiles/get"}
+READ_ONLY = {"get", "export_all", "history", "programs/list", "programs/get", "databases/list", "profiles/get"}
 CODE_AND_PROFILE_WRITES = {"import", "activate", "attach", "update", "detach", "profiles/import", "profiles/delete"}
 ALLOWED = {
     Role.READ: READ_ONLY,

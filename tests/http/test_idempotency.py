@@ -229,7 +229,7 @@ def test_the_same_key_with_other_parameters_or_another_method_is_409_and_execute
 @pytest.mark.parametrize("method", READING)
 def test_read_only_methods_ignore_the_key_entirely(api: Api, method: str) -> None:
     fields: dict[str, Any] = {}
-    if method in ("promocodes/get", "promocodes/export_all", "promocodes/programs/get"):
+    if method in ("promocodes/get", "promocodes/export_all", "promocodes/history", "promocodes/programs/get"):
         fields = {"loyalty_id": setup_program(api, "READ-1"), "code": "READ-1"}
     if method == "profiles/get":
         fields = {"db_id": api.database(), "email": ANN}
@@ -356,7 +356,7 @@ def test_a_storage_failure_is_not_kept_and_a_retry_executes(api: Api, monkeypatc
     loyalty_id, _, _ = bound_code(api, "ACT-1")
     store: Store = api.client.app.state.services.store
 
-    async def unavailable(*args: object) -> None:
+    async def unavailable(*args: object, **kwargs: object) -> None:
         raise StorageUnavailable("The database is unavailable; retry later")
 
     fields = {"loyalty_id": loyalty_id, "code": "ACT-1"}

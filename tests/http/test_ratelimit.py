@@ -21,6 +21,7 @@ def test_the_guards_are_on_by_default() -> None:
     ("method", "fields"),
     [
         ("promocodes/get", {}),
+        ("promocodes/history", {}),
         ("promocodes/activate", {}),
         ("promocodes/update", {"expire_date": ""}),
         ("promocodes/attach", {"db_id": "DB", "email": "ann@example.org"}),

@@ -11,19 +11,27 @@ Nothing here measures time: every assertion is about the outcomes and the state 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
 import pytest
 
 from promocodes.domain.templates import Template
-from promocodes.domain.times import to_micros
+from promocodes.domain.times import format_rfc3339, to_micros
 from promocodes.errors import BadRequest, Conflict
-from promocodes.models import Outcome, Principal, ProgramStats, Role
+from promocodes.models import (
+    CodeEvent,
+    CodeEventKind,
+    Outcome,
+    Principal,
+    ProgramStats,
+    Role,
+)
 from promocodes.schemas import ProfileImport, ProgramUpdate
 from promocodes.service.idempotency import MICROS_PER_HOUR
 from promocodes.service.profiles import ProfileService, match_from
@@ -31,7 +39,7 @@ from promocodes.service.programs import ProgramService
 from promocodes.store import Store, open_store
 from promocodes.store.claims import CLAIM, Answer, Claim, Replay
 from promocodes.store.postgres import PostgresStore
-from tests.helpers import drawing, save_profile
+from tests.helpers import ACTOR, drawing, save_profile
 
 pytestmark = pytest.mark.anyio
 
@@ -76,7 +84,7 @@ async def setup(store: Store, codes: Sequence[str] = (), **settings: Any) -> tup
     account_id = await store.ensure_account("acme", NOW)
     program = await store.create_program(account_id, {"name": "Load", **settings}, NOW)
     if codes:
-        outcome = await store.import_codes(program.id, [(code, code) for code in codes], NOW)
+        outcome = await store.import_codes(program.id, [(code, code) for code in codes], NOW, actor=ACTOR)
         assert len(outcome.inserted) == len(codes)
     database = await store.create_database(account_id, "main", NOW)
     return program.id, database.id
@@ -103,9 +111,9 @@ async def bindings(store: Store, program_id: int) -> dict[str, tuple[int, int | 
 async def test_concurrent_activations_of_one_code(stores: list[Store]) -> None:
     program_id, db_id = await setup(stores[0], ["ONE"])
     (holder,) = await make_profiles(stores, db_id, 1)
-    assert await stores[0].attach_code(program_id, "ONE", "ONE", holder, False, False, NOW) is Outcome.DONE
+    assert await stores[0].attach_code(program_id, "ONE", "ONE", holder, False, False, NOW, actor=ACTOR) is Outcome.DONE
 
-    outcomes = await fan_out(stores, 100, lambda store, _: store.activate(program_id, "ONE", None, NOW))
+    outcomes = await fan_out(stores, 100, lambda store, _: store.activate(program_id, "ONE", None, NOW, actor=ACTOR))
 
     assert Counter(outcomes) == {Outcome.DONE: 1, Outcome.ALREADY_ACTIVATED: 99}
     state = await stores[0].code_state(program_id, "ONE")
@@ -119,9 +127,11 @@ async def test_concurrent_activations_of_many_codes(stores: list[Store]) -> None
     program_id, db_id = await setup(stores[0], codes)
     pks = await make_profiles(stores, db_id, 20)
     for code, pk in zip(codes, pks, strict=True):
-        assert await stores[0].attach_code(program_id, code, code, pk, False, False, NOW) is Outcome.DONE
+        assert await stores[0].attach_code(program_id, code, code, pk, False, False, NOW, actor=ACTOR) is Outcome.DONE
 
-    outcomes = await fan_out(stores, 500, lambda store, index: store.activate(program_id, codes[index % 20], None, NOW))
+    outcomes = await fan_out(
+        stores, 500, lambda store, index: store.activate(program_id, codes[index % 20], None, NOW, actor=ACTOR)
+    )
 
     for number, code in enumerate(codes):
         mine = Counter(outcomes[number::20])
@@ -134,7 +144,9 @@ async def test_concurrent_pool_attaches_never_share_a_code(stores: list[Store]) 
     program_id, db_id = await setup(stores[0], codes)
     pks = await make_profiles(stores, db_id, 300)
 
-    picked = await fan_out(stores, 300, lambda store, index: store.attach_from_pool(program_id, pks[index], False, NOW))
+    picked = await fan_out(
+        stores, 300, lambda store, index: store.attach_from_pool(program_id, pks[index], False, NOW, actor=ACTOR)
+    )
 
     handed = {pk: code for pk, code in zip(pks, picked, strict=True) if code is not None}
     assert len(handed) == 200
@@ -148,7 +160,7 @@ async def test_concurrent_pool_attaches_never_share_a_code(stores: list[Store]) 
     assert all([item.attached is not None async for item in stores[0].export_codes(program_id)])
     # The profiles told "no code" hold none: each can be deleted without force; the others cannot.
     for pk in pks:
-        assert await stores[0].delete_profile(pk, False) is (pk not in handed)
+        assert await stores[0].delete_profile(pk, False, NOW, actor=ACTOR) is (pk not in handed)
 
 
 async def test_concurrent_pool_attaches_with_more_codes_than_callers(stores: list[Store]) -> None:
@@ -157,7 +169,9 @@ async def test_concurrent_pool_attaches_with_more_codes_than_callers(stores: lis
     program_id, db_id = await setup(stores[0], codes)
     pks = await make_profiles(stores, db_id, 50)
 
-    picked = await fan_out(stores, 50, lambda store, index: store.attach_from_pool(program_id, pks[index], False, NOW))
+    picked = await fan_out(
+        stores, 50, lambda store, index: store.attach_from_pool(program_id, pks[index], False, NOW, actor=ACTOR)
+    )
 
     assert None not in picked
     assert sorted(code for code in picked if code is not None) == codes[:50]
@@ -170,7 +184,9 @@ async def test_concurrent_attach_of_one_personal_code(stores: list[Store]) -> No
     pks = await make_profiles(stores, db_id, 50)
 
     outcomes = await fan_out(
-        stores, 50, lambda store, index: store.attach_code(program_id, "MINE", "MINE", pks[index], False, False, NOW)
+        stores,
+        50,
+        lambda store, index: store.attach_code(program_id, "MINE", "MINE", pks[index], False, False, NOW, actor=ACTOR),
     )
 
     assert Counter(outcomes) == {Outcome.DONE: 1, Outcome.ATTACHED_ELSEWHERE: 49}
@@ -182,8 +198,8 @@ async def test_concurrent_attach_of_one_personal_code(stores: list[Store]) -> No
     assert state.latest.profile_pk == winner
     for pk in pks:  # the losers hold nothing to detach; the winner does
         if pk != winner:
-            assert await stores[0].detach(program_id, "MINE", pk) is Outcome.ATTACHED_ELSEWHERE
-    assert await stores[0].detach(program_id, "MINE", winner) is Outcome.DONE
+            assert await stores[0].detach(program_id, "MINE", pk, NOW, actor=ACTOR) is Outcome.ATTACHED_ELSEWHERE
+    assert await stores[0].detach(program_id, "MINE", winner, NOW, actor=ACTOR) is Outcome.DONE
 
 
 async def test_concurrent_attach_creating_one_new_code(stores: list[Store]) -> None:
@@ -192,7 +208,9 @@ async def test_concurrent_attach_creating_one_new_code(stores: list[Store]) -> N
     pks = await make_profiles(stores, db_id, 50)
 
     outcomes = await fan_out(
-        stores, 50, lambda store, index: store.attach_code(program_id, "NEW", "NEW", pks[index], False, True, NOW)
+        stores,
+        50,
+        lambda store, index: store.attach_code(program_id, "NEW", "NEW", pks[index], False, True, NOW, actor=ACTOR),
     )
 
     assert Counter(outcomes) == {Outcome.DONE: 1, Outcome.ATTACHED_ELSEWHERE: 49}
@@ -206,7 +224,7 @@ async def test_concurrent_attach_of_one_universal_code_by_the_same_profile(store
     (pk,) = await make_profiles(stores, db_id, 1)
 
     outcomes = await fan_out(
-        stores, 40, lambda store, _: store.attach_code(program_id, "UNI", "UNI", pk, True, False, NOW)
+        stores, 40, lambda store, _: store.attach_code(program_id, "UNI", "UNI", pk, True, False, NOW, actor=ACTOR)
     )
 
     assert Counter(outcomes) == {Outcome.DONE: 1, Outcome.UNCHANGED: 39}
@@ -222,7 +240,11 @@ async def test_concurrent_attach_of_one_universal_code_by_many_profiles(stores: 
 
     # Each profile twice, all at once: one binding per profile, and the count agrees with the bindings.
     outcomes = await fan_out(
-        stores, 80, lambda store, index: store.attach_code(program_id, "UNI", "UNI", pks[index % 40], True, False, NOW)
+        stores,
+        80,
+        lambda store, index: store.attach_code(
+            program_id, "UNI", "UNI", pks[index % 40], True, False, NOW, actor=ACTOR
+        ),
     )
 
     assert Counter(outcomes) == {Outcome.DONE: 40, Outcome.UNCHANGED: 40}
@@ -242,7 +264,9 @@ async def test_concurrent_imports_respect_the_codes_limit(stores: list[Store]) -
     def batch(index: int) -> list[tuple[str, str]]:
         return [(f"C{number:03d}", f"C{number:03d}") for number in range(index * 5, index * 5 + 10)]
 
-    outcomes = await fan_out(stores, 20, lambda store, index: store.import_codes(program_id, batch(index), NOW))
+    outcomes = await fan_out(
+        stores, 20, lambda store, index: store.import_codes(program_id, batch(index), NOW, actor=ACTOR)
+    )
 
     inserted = [key for outcome in outcomes for key in outcome.inserted]
     assert len(inserted) == 50
@@ -253,7 +277,7 @@ async def test_concurrent_imports_respect_the_codes_limit(stores: list[Store]) -
     assert sorted(listed) == sorted(inserted)
     for outcome in outcomes:
         assert 0 <= outcome.considered <= 10
-    more = await stores[0].import_codes(program_id, [("LATE", "LATE")], NOW)
+    more = await stores[0].import_codes(program_id, [("LATE", "LATE")], NOW, actor=ACTOR)
     assert (more.inserted, more.considered) == (frozenset(), 0)
 
 
@@ -264,9 +288,11 @@ async def test_concurrent_imports_and_creating_attaches_respect_the_codes_limit(
     async def work(store: Store, index: int) -> Any:
         if index % 2:
             return await store.import_codes(
-                program_id, [(f"I{index:02d}-{n}", f"I{index:02d}-{n}") for n in range(3)], NOW
+                program_id, [(f"I{index:02d}-{n}", f"I{index:02d}-{n}") for n in range(3)], NOW, actor=ACTOR
             )
-        return await store.attach_code(program_id, f"A{index:02d}", f"A{index:02d}", pks[index], False, True, NOW)
+        return await store.attach_code(
+            program_id, f"A{index:02d}", f"A{index:02d}", pks[index], False, True, NOW, actor=ACTOR
+        )
 
     results = await fan_out(stores, 30, work)
 
@@ -291,8 +317,10 @@ async def test_concurrent_generations_and_imports_never_make_a_code_twice(stores
     async def work(store: Store, index: int) -> list[str]:
         if index >= 20:
             rows = [(f"{number:04d}", f"{number:04d}") for number in range(index * 7, index * 7 + 25)]
-            return sorted((await store.import_codes(program_id, rows, NOW)).inserted)
-        made = await store.generate_codes(program_id, range(100), drawing("####"), pattern, 10**6, NOW, True, True)
+            return sorted((await store.import_codes(program_id, rows, NOW, actor=ACTOR)).inserted)
+        made = await store.generate_codes(
+            program_id, range(100), drawing("####"), pattern, 10**6, NOW, True, True, actor=ACTOR
+        )
         assert made.outcome is Outcome.DONE
         return made.codes
 
@@ -316,7 +344,9 @@ async def test_concurrent_generations_cannot_pass_a_bound_together(stores: list[
 
     async def generate(store: Store, _: int) -> Any:
         draw = drawing("SALE-########")
-        return await store.generate_codes(program_id, range(50), draw, pattern, most_matching, NOW, True, True)
+        return await store.generate_codes(
+            program_id, range(50), draw, pattern, most_matching, NOW, True, True, actor=ACTOR
+        )
 
     results = await fan_out(stores, 20, generate)
 
@@ -333,7 +363,7 @@ async def test_concurrent_one_per_profile_attaches_for_one_profile(stores: list[
     program_id, db_id = await setup(stores[0], codes, one_code_per_profile=True)
     (pk,) = await make_profiles(stores, db_id, 1)
 
-    picked = await fan_out(stores, 30, lambda store, _: store.attach_from_pool(program_id, pk, True, NOW))
+    picked = await fan_out(stores, 30, lambda store, _: store.attach_from_pool(program_id, pk, True, NOW, actor=ACTOR))
 
     assert set(picked) == {"P00"}
     stats = await stores[0].program_stats(program_id, NOW)
@@ -347,7 +377,7 @@ async def test_concurrent_one_per_profile_attaches_for_several_profiles(stores: 
 
     # Five attaches per profile, interleaved: each profile ends up with exactly one code, always the same.
     picked = await fan_out(
-        stores, 40, lambda store, index: store.attach_from_pool(program_id, pks[index % 8], True, NOW)
+        stores, 40, lambda store, index: store.attach_from_pool(program_id, pks[index % 8], True, NOW, actor=ACTOR)
     )
 
     per_profile: dict[int, set[str | None]] = {}
@@ -364,7 +394,7 @@ async def test_concurrent_detach_and_activate_leave_a_consistent_state(stores: l
     program_id, db_id = await setup(stores[0], codes)
     pks = await make_profiles(stores, db_id, 30)
     for code, pk in zip(codes, pks, strict=True):
-        assert await stores[0].attach_code(program_id, code, code, pk, False, False, NOW) is Outcome.DONE
+        assert await stores[0].attach_code(program_id, code, code, pk, False, False, NOW, actor=ACTOR) is Outcome.DONE
 
     # Half the pairs are launched side by side; for the other half every detach is launched first and every
     # activation last, so that both orders of the race get played (the assertions hold for either).
@@ -374,8 +404,8 @@ async def test_concurrent_detach_and_activate_leave_a_consistent_state(stores: l
     async def race(store: Store, index: int) -> Outcome:
         kind, number = order[index]
         if kind == "activate":
-            return await store.activate(program_id, codes[number], None, NOW)
-        return await store.detach(program_id, codes[number], pks[number])
+            return await store.activate(program_id, codes[number], None, NOW, actor=ACTOR)
+        return await store.detach(program_id, codes[number], pks[number], NOW, actor=ACTOR)
 
     results = dict(zip(order, await fan_out(stores, 60, race), strict=True))
     outcomes = [results[kind, number] for number in range(30) for kind in ("detach", "activate")]
@@ -436,7 +466,7 @@ async def test_delete_program_without_force_waits_for_an_attach_in_flight(
         async with blocker.transaction():
             # The attach claims "A", then its binding's foreign key check waits for this profile lock.
             await blocker.execute("SELECT id FROM profiles WHERE id = $1 FOR UPDATE", pk)
-            attach = asyncio.create_task(store.attach_code(program_id, "A", "A", pk, False, False, NOW))
+            attach = asyncio.create_task(store.attach_code(program_id, "A", "A", pk, False, False, NOW, actor=ACTOR))
             await until_waiting(blocker, 1)
             delete = asyncio.create_task(store.delete_program(account_id, program_id, False))
             await until_waiting(blocker, 2)
@@ -466,9 +496,9 @@ async def test_delete_profile_without_force_waits_for_an_attach_in_flight(
         async with blocker.transaction():
             # The universal attach inserts its binding, then waits for this lock to count it on the code row.
             await blocker.execute("SELECT id FROM codes WHERE id = $1 FOR NO KEY UPDATE", code.id)
-            attach = asyncio.create_task(store.attach_code(program_id, "UNI", "UNI", pk, True, False, NOW))
+            attach = asyncio.create_task(store.attach_code(program_id, "UNI", "UNI", pk, True, False, NOW, actor=ACTOR))
             await until_waiting(blocker, 1)
-            delete = asyncio.create_task(store.delete_profile(pk, False))
+            delete = asyncio.create_task(store.delete_profile(pk, False, NOW, actor=ACTOR))
             await until_waiting(blocker, 2)
         attached, deleted = await attach, await delete
     finally:
@@ -488,13 +518,13 @@ async def test_concurrent_detach_and_pool_attach(stores: list[Store]) -> None:
     program_id, db_id = await setup(stores[0], codes)
     holders = await make_profiles(stores, db_id, 20)
     for code, pk in zip(codes, holders, strict=True):
-        assert await stores[0].attach_code(program_id, code, code, pk, False, False, NOW) is Outcome.DONE
+        assert await stores[0].attach_code(program_id, code, code, pk, False, False, NOW, actor=ACTOR) is Outcome.DONE
     takers = await make_profiles(stores, db_id, 30)
 
     async def work(store: Store, index: int) -> Any:
         if index < 20:
-            return await store.detach(program_id, codes[index], holders[index])
-        return await store.attach_from_pool(program_id, takers[index - 20], False, NOW)
+            return await store.detach(program_id, codes[index], holders[index], NOW, actor=ACTOR)
+        return await store.attach_from_pool(program_id, takers[index - 20], False, NOW, actor=ACTOR)
 
     results = await fan_out(stores, 50, work)
 
@@ -628,7 +658,7 @@ async def test_case_sensitive_change_waits_for_an_import_in_flight(stores: list[
             await blocker.execute(
                 "INSERT INTO codes (program_id, code, code_key, created) VALUES ($1, 'X', 'X', 0)", created.id
             )
-            imported = asyncio.create_task(store.import_codes(created.id, [("X", "X"), ("Y", "Y")], NOW))
+            imported = asyncio.create_task(store.import_codes(created.id, [("X", "X"), ("Y", "Y")], NOW, actor=ACTOR))
             await until_waiting(blocker, 1)
             change = asyncio.create_task(
                 service.update(principal_of(account_id), ProgramUpdate(loyalty_id=created.id, case_sensitive=False))
@@ -670,7 +700,7 @@ async def test_concurrent_requests_with_one_idempotency_key_execute_once(stores:
         token = CLAIM.set(claim)
         claim.render = render
         try:
-            return render(await store.attach_from_pool(program_id, holder, False, NOW))
+            return render(await store.attach_from_pool(program_id, holder, False, NOW, actor=ACTOR))
         except Replay as replay:
             return replay.answer
         finally:
@@ -682,3 +712,112 @@ async def test_concurrent_requests_with_one_idempotency_key_execute_once(stores:
     assert set(answers) == {render("P00")}
     bound = {code: state for code, state in (await bindings(stores[0], program_id)).items() if state[0]}
     assert bound == {"P00": (1, holder)}
+
+
+# --- the history (docs/api.md#history): one event per change that happened, written in its transaction -------------
+
+
+async def history(store: Store, program_id: int, code: str) -> list[CodeEvent]:
+    found = await store.code_history(program_id, code, 0, 1000)
+    assert found is not None
+    return found
+
+
+async def test_concurrent_activations_of_one_code_record_one_event(stores: list[Store]) -> None:
+    program_id, db_id = await setup(stores[0], ["ONE"])
+    (holder,) = await make_profiles(stores, db_id, 1)
+    assert await stores[0].attach_code(program_id, "ONE", "ONE", holder, False, False, NOW, actor=ACTOR) is Outcome.DONE
+
+    outcomes = await fan_out(stores, 50, lambda store, _: store.activate(program_id, "ONE", None, NOW, actor=ACTOR))
+
+    assert Counter(outcomes) == {Outcome.DONE: 1, Outcome.ALREADY_ACTIVATED: 49}
+    kinds = [event.event for event in await history(stores[0], program_id, "ONE")]
+    assert kinds == [CodeEventKind.CREATED, CodeEventKind.ATTACHED, CodeEventKind.ACTIVATED]
+
+
+async def test_concurrent_expiry_changes_each_record_the_value_they_replaced(stores: list[Store]) -> None:
+    """30 updates of one code's expiry at once, to distinct dates: the code row lock makes them one after the
+    other, so the events form one chain — each ``old`` is the previous ``new`` — ending at the expiry the code has."""
+    program_id, _ = await setup(stores[0], ["EXP"])
+    dates = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=index) for index in range(30)]
+
+    outcomes = await fan_out(
+        stores,
+        30,
+        lambda store, index: store.update_code(program_id, "EXP", None, dates[index], True, None, NOW, actor=ACTOR),
+    )
+
+    assert set(outcomes) == {Outcome.DONE}
+    changes = [event.details for event in await history(stores[0], program_id, "EXP")][1:]
+    assert len(changes) == 30
+    assert changes[0]["old"] is None
+    assert all(later["old"] == earlier["new"] for earlier, later in itertools.pairwise(changes))
+    assert sorted(change["new"] for change in changes) == [format_rfc3339(date) for date in dates]
+    state = await stores[0].code_state(program_id, "EXP")
+    assert state is not None and format_rfc3339(state.expire_date) == changes[-1]["new"]
+
+
+async def test_concurrent_pool_attaches_record_one_event_per_code_handed_out(stores: list[Store]) -> None:
+    codes = [f"POOL-{index:02d}" for index in range(30)]
+    program_id, db_id = await setup(stores[0], codes)
+    pks = await make_profiles(stores, db_id, 40)
+
+    picked = await fan_out(
+        stores, 40, lambda store, index: store.attach_from_pool(program_id, pks[index], False, NOW, actor=ACTOR)
+    )
+
+    assert picked.count(None) == 10
+    for pk, code in zip(pks, picked, strict=True):
+        if code is None:
+            continue
+        state = await stores[0].code_state(program_id, code)
+        assert state is not None and state.latest is not None and state.latest.profile_pk == pk
+        attached = [e for e in await history(stores[0], program_id, code) if e.event is CodeEventKind.ATTACHED]
+        assert [event.profile_id for event in attached] == [state.latest.profile_id], code
+
+
+# Staged (PostgreSQL): a forced programs/delete arrives while a change of one of its codes is held back by a row
+# lock that the change queued for first. The change holds the program row (``share_row``) from its first statement,
+# so the delete waits for it; were the program taken only by the event's foreign key, after the code or binding,
+# the two would wait for each other and PostgreSQL would abort one as a deadlock (a 503).
+CHANGES_RACING_A_DELETE = {
+    "activate": ("SELECT id FROM code_bindings WHERE code_id = $1 FOR UPDATE", "activate"),
+    "update expiry": ("SELECT id FROM codes WHERE id = $1 FOR NO KEY UPDATE", "expiry"),
+    "detach": ("SELECT id FROM codes WHERE id = $1 FOR NO KEY UPDATE", "detach"),
+}
+
+
+@POSTGRES_ONLY
+@pytest.mark.parametrize("change", CHANGES_RACING_A_DELETE)
+async def test_a_change_of_a_code_and_a_forced_program_delete_do_not_deadlock(
+    stores: list[Store], database_url: str, change: str
+) -> None:
+    store = stores[0]
+    program_id, db_id = await setup(store, ["A"])
+    account_id = await store.ensure_account("acme", NOW)
+    (pk,) = await make_profiles(stores, db_id, 1)
+    assert await store.attach_code(program_id, "A", "A", pk, False, False, NOW, actor=ACTOR) is Outcome.DONE
+    code = await store.code_state(program_id, "A")
+    assert code is not None
+    hold, kind = CHANGES_RACING_A_DELETE[change]
+    operations = {
+        "activate": lambda: store.activate(program_id, "A", None, NOW, actor=ACTOR),
+        "expiry": lambda: store.update_code(
+            program_id, "A", None, NOW + timedelta(days=1), True, None, NOW, actor=ACTOR
+        ),
+        "detach": lambda: store.detach(program_id, "A", pk, NOW, actor=ACTOR),
+    }
+    blocker = await asyncpg.connect(database_url)
+    try:
+        async with blocker.transaction():
+            await blocker.execute(hold, code.id)
+            changing = asyncio.create_task(operations[kind]())
+            await until_waiting(blocker, 1)
+            delete = asyncio.create_task(store.delete_program(account_id, program_id, True))
+            await until_waiting(blocker, 2)
+        changed, deleted = await asyncio.gather(changing, delete, return_exceptions=True)
+    finally:
+        await blocker.close()
+
+    assert (changed, deleted) == (Outcome.DONE, True)  # one after the other: neither aborted
+    assert await store.code_history(program_id, "A", 0, 10) is None  # the code went with its program

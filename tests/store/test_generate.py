@@ -15,7 +15,7 @@ from promocodes.domain.templates import Template
 from promocodes.errors import Conflict, NotFound
 from promocodes.models import Generation, Outcome
 from promocodes.store import Store
-from tests.helpers import Draw, drawing, scripted
+from tests.helpers import ACTOR, Draw, drawing, scripted
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +29,7 @@ async def make_program(store: Store, *codes: str, case_sensitive: bool = True, *
     program = await store.create_program(account_id, {"name": "Gen", "case_sensitive": case_sensitive, **settings}, NOW)
     if codes:
         rows = [(code, code if case_sensitive else code.casefold()) for code in codes]
-        assert len((await store.import_codes(program.id, rows, NOW)).inserted) == len(codes)
+        assert len((await store.import_codes(program.id, rows, NOW, actor=ACTOR)).inserted) == len(codes)
     return program.id
 
 
@@ -45,7 +45,7 @@ async def generate(
 ) -> Generation:
     pattern = Template(template).key_pattern(case_sensitive)
     return await store.generate_codes(
-        program_id, range(count), draw, pattern, most_matching, NOW, case_sensitive, return_codes
+        program_id, range(count), draw, pattern, most_matching, NOW, case_sensitive, return_codes, actor=ACTOR
     )
 
 
@@ -75,7 +75,7 @@ async def test_the_id_range_holds_exactly_the_new_codes(store: Store) -> None:
     program_id = await make_program(store, "OLD-1", "OLD-2")
     made = await generate(store, program_id, 5, drawing("NEW-####"), return_codes=False)
     assert made.codes == []  # not asked for
-    await store.import_codes(program_id, [("LATER", "LATER")], NOW)
+    await store.import_codes(program_id, [("LATER", "LATER")], NOW, actor=ACTOR)
     page = await store.export_page(program_id, made.after_id, 100)
     in_range = [item.code for item in page if item.id <= made.last_id]
     assert len(in_range) == 5 and all(code.startswith("NEW-") for code in in_range)

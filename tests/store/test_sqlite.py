@@ -14,7 +14,7 @@ from promocodes.errors import Conflict, NotFound, StorageUnavailable
 from promocodes.models import Match, MatchMode, Outcome, Role
 from promocodes.store.migrations import migration_files
 from promocodes.store.sqlite import SqliteStore
-from tests.helpers import save_profile
+from tests.helpers import ACTOR, save_profile
 
 pytestmark = pytest.mark.anyio
 
@@ -33,18 +33,18 @@ async def test_operations_of_one_group_fail_and_succeed_independently(tmp_path: 
     try:
         account_id = await store.ensure_account("acme", NOW)
         program = await store.create_program(account_id, {"name": "P"}, NOW)
-        await store.import_codes(program.id, [("X", "X"), ("Y", "Y")], NOW)
+        await store.import_codes(program.id, [("X", "X"), ("Y", "Y")], NOW, actor=ACTOR)
         database = await store.create_database(account_id, "main", NOW)
         ann = await save_profile(store, database.id, "a" * 24, "ann@example.org", [], {}, NOW)
-        assert await store.attach_code(program.id, "Y", "Y", ann.pk, False, False, NOW) is Outcome.DONE
+        assert await store.attach_code(program.id, "Y", "Y", ann.pk, False, False, NOW, actor=ACTOR) is Outcome.DONE
 
         # Gathered on one store, these queue together on its database thread and share a group commit.
         refused, imported, activated, missing = await asyncio.gather(
             # all or nothing: the activation fails (X is not attached), so the new expiry must not stay
-            store.update_code(program.id, "X", None, NOW + timedelta(days=1), True, True, NOW),
-            store.import_codes(program.id, [("NEW", "NEW")], NOW),
-            store.activate(program.id, "Y", None, NOW),
-            store.import_codes(program.id + 1000, [("Z", "Z")], NOW),
+            store.update_code(program.id, "X", None, NOW + timedelta(days=1), True, True, NOW, actor=ACTOR),
+            store.import_codes(program.id, [("NEW", "NEW")], NOW, actor=ACTOR),
+            store.activate(program.id, "Y", None, NOW, actor=ACTOR),
+            store.import_codes(program.id + 1000, [("Z", "Z")], NOW, actor=ACTOR),
             return_exceptions=True,
         )
         assert refused is Outcome.NOT_ATTACHED
@@ -136,6 +136,38 @@ def old_program(path: Path, account_id: int, name: str, template: str | None = N
         raw.close()
 
 
+def old_codes(path: Path, program_id: int, *codes: str) -> dict[str, int]:
+    """Codes as the 0001 schema holds them, written directly (the store of today also writes their history, in a
+    table 0001 does not have); their ids by code."""
+    raw = sqlite3.connect(path)
+    try:
+        with raw:
+            for code in codes:
+                raw.execute(
+                    "INSERT INTO codes (program_id, code, code_key, created) VALUES (?, ?, ?, ?)",
+                    (program_id, code, code, int(NOW.timestamp() * 1_000_000)),
+                )
+            raw.execute("UPDATE programs SET code_count = code_count + ? WHERE id = ?", (len(codes), program_id))
+        return dict(raw.execute("SELECT code, id FROM codes WHERE program_id = ?", (program_id,)).fetchall())
+    finally:
+        raw.close()
+
+
+def old_binding(path: Path, code_id: int, profile_pk: int, activated: bool) -> None:
+    """A code bound to a profile (and activated), as the 0001 schema holds it; see :func:`old_codes`."""
+    at = int(NOW.timestamp() * 1_000_000)
+    raw = sqlite3.connect(path)
+    try:
+        with raw:
+            raw.execute(
+                "INSERT INTO code_bindings (code_id, profile_pk, attached, activated) VALUES (?, ?, ?, ?)",
+                (code_id, profile_pk, at, at if activated else None),
+            )
+            raw.execute("UPDATE codes SET attached_count = 1 WHERE id = ?", (code_id,))
+    finally:
+        raw.close()
+
+
 def as_before(later: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     """``later`` without what migrations after 0002 added — columns at the end of a table (``ADD COLUMN``), and
     whole tables with their indexes — so that it compares with what 0001 held: a schema (from ``schema``) or rows
@@ -167,16 +199,15 @@ async def test_migration_to_autoincrement_keeps_every_row_and_relation(
             await store.create_token(account_id, "ci", Role.WRITE, "hash-1", NOW)
             first = old_program(path, account_id, "P", "A-##")
             kept = old_program(path, account_id, "Q")
-            await store.import_codes(first, [("X", "X"), ("Y", "Y"), ("Z", "Z")], NOW)
-            await store.import_codes(kept, [("K", "K")], NOW)
+            codes = old_codes(path, first, "X", "Y", "Z")
+            old_codes(path, kept, "K")
             database = await store.create_database(account_id, "main", NOW)
             ann = await save_profile(
                 store, database.id, "a" * 24, "ann@example.org", [("+1 555", "1555")], {"crm": 42}, NOW
             )
             bob = await save_profile(store, database.id, "b" * 24, "bob@example.org", [], {}, NOW)
-            assert await store.attach_code(first, "X", "X", ann.pk, False, False, NOW) is Outcome.DONE
-            assert await store.attach_code(first, "Y", "Y", bob.pk, False, False, NOW) is Outcome.DONE
-            assert await store.activate(first, "Y", None, NOW) is Outcome.DONE
+            old_binding(path, codes["X"], ann.pk, activated=False)
+            old_binding(path, codes["Y"], bob.pk, activated=True)
         finally:
             await store.close()
     rows_before, schema_before = dump(path), schema(path)
@@ -190,12 +221,12 @@ async def test_migration_to_autoincrement_keeps_every_row_and_relation(
         # Foreign keys are enforced again: a cascade still reaches the children, a binding still holds its profile.
         assert await store.delete_program(account_id, kept, True) is True
         assert await store.code_state(kept, "K") is None
-        assert await store.delete_profile(bob.pk, True) is False
+        assert await store.delete_profile(bob.pk, True, NOW, actor=ACTOR) is False
         assert [p.pk for p in await store.find_profiles(database.id, Match(MatchMode.PHONE, "1555"))] == [ann.pk]
         # The highest ids deleted: the next ones are larger.
         assert (await store.create_program(account_id, {"name": "R"}, NOW)).id > kept
         newer = await save_profile(store, database.id, "c" * 24, "carol@example.org", [], {}, NOW)
-        assert await store.delete_profile(newer.pk, False) is True
+        assert await store.delete_profile(newer.pk, False, NOW, actor=ACTOR) is True
         assert (await save_profile(store, database.id, "d" * 24, None, [], {}, NOW)).pk > newer.pk
     finally:
         await store.close()

@@ -25,7 +25,7 @@ from promocodes.models import (
 )
 from promocodes.store import Store
 from promocodes.store.profiles import ProfileData
-from tests.helpers import save_profile
+from tests.helpers import ACTOR, save_profile
 
 pytestmark = pytest.mark.anyio
 
@@ -51,7 +51,7 @@ async def program(store: Store, account_id: int | None = None, **settings: Any) 
 
 async def add_codes(store: Store, program_id: int, *codes: str, now: datetime = NOW) -> ImportOutcome:
     """Import codes of a case-sensitive program (the key is the code itself)."""
-    return await store.import_codes(program_id, [(code, code) for code in codes], now)
+    return await store.import_codes(program_id, [(code, code) for code in codes], now, actor=ACTOR)
 
 
 async def database(store: Store, account_id: int | None = None, name: str = "main") -> int:
@@ -86,15 +86,15 @@ async def attach(
     create: bool = False,
     now: datetime = NOW,
 ) -> Outcome:
-    return await store.attach_code(program_id, code, code, profile_pk, multiple, create, now)
+    return await store.attach_code(program_id, code, code, profile_pk, multiple, create, now, actor=ACTOR)
 
 
 async def activate(store: Store, program_id: int, code: str, profile_pk: int | None = None) -> Outcome:
-    return await store.activate(program_id, code, profile_pk, NOW)
+    return await store.activate(program_id, code, profile_pk, NOW, actor=ACTOR)
 
 
 async def set_expiry(store: Store, program_id: int, code: str, when: datetime | None) -> Outcome:
-    return await store.update_code(program_id, code, None, when, True, None, NOW)
+    return await store.update_code(program_id, code, None, when, True, None, NOW, actor=ACTOR)
 
 
 async def expire(store: Store, program_id: int, code: str) -> None:
@@ -146,7 +146,9 @@ async def test_token_lifecycle(store: Store) -> None:
         NOW,
         None,
     )
-    assert await store.principal_for("hash-1") == Principal(account_id=account_id, role=Role.WRITE, token_id=info.id)
+    assert await store.principal_for("hash-1") == Principal(
+        account_id=account_id, role=Role.WRITE, token_id=info.id, token_name="ci"
+    )
     assert await store.principal_for("unknown-hash") is None
     assert await store.count_tokens() == 1
     assert [token.id for token in await store.list_tokens(account_id)] == [info.id]
@@ -344,7 +346,7 @@ async def test_delete_program_with_force(store: Store) -> None:
     assert await store.get_program(owner, program_id) is None
     assert await store.code_state(program_id, "A") is None
     # The profile survives and, its binding gone, can be deleted without force.
-    assert await store.delete_profile(holder.pk, False) is True
+    assert await store.delete_profile(holder.pk, False, NOW, actor=ACTOR) is True
 
 
 async def test_delete_program_of_another_account_is_none(store: Store) -> None:
@@ -425,8 +427,8 @@ async def test_import_skips_codes_the_program_holds(store: Store) -> None:
 
 async def test_import_compares_by_key(store: Store) -> None:
     _, program_id, _ = await world(store, case_sensitive=False)
-    assert (await store.import_codes(program_id, [("Spring", "spring")], NOW)).inserted == {"spring"}
-    outcome = await store.import_codes(program_id, [("SPRING", "spring"), ("Summer", "summer")], NOW)
+    assert (await store.import_codes(program_id, [("Spring", "spring")], NOW, actor=ACTOR)).inserted == {"spring"}
+    outcome = await store.import_codes(program_id, [("SPRING", "spring"), ("Summer", "summer")], NOW, actor=ACTOR)
     assert outcome.inserted == {"summer"}
     state = await store.code_state(program_id, "spring")
     assert state is not None
@@ -527,7 +529,7 @@ async def test_code_state_of_a_universal_code(store: Store) -> None:
     first, second = await profiles(store, db_id, 2)
     assert await attach(store, program_id, "UNI", first, multiple=True, now=NOW) is Outcome.DONE
     assert await attach(store, program_id, "UNI", second, multiple=True, now=LATER) is Outcome.DONE
-    assert await store.activate(program_id, "UNI", first, LATER) is Outcome.DONE
+    assert await store.activate(program_id, "UNI", first, LATER, actor=ACTOR) is Outcome.DONE
     state = await store.code_state(program_id, "UNI", first)
     assert state is not None
     assert (state.attached_count, state.activated_count, state.last_activated) == (2, 1, LATER)
@@ -544,7 +546,7 @@ async def test_activate_an_attached_code(store: Store) -> None:
     _, program_id, db_id = await world(store, "A")
     ann = await profile(store, db_id, "ann@example.org")
     assert await attach(store, program_id, "A", ann.pk) is Outcome.DONE
-    assert await store.activate(program_id, "A", None, LATER) is Outcome.DONE
+    assert await store.activate(program_id, "A", None, LATER, actor=ACTOR) is Outcome.DONE
     state = await store.code_state(program_id, "A")
     assert state is not None
     assert state.latest is not None
@@ -576,8 +578,8 @@ async def test_activate_twice_is_already_activated(store: Store) -> None:
     _, program_id, db_id = await world(store, "A")
     ann = await profile(store, db_id, "ann@example.org")
     assert await attach(store, program_id, "A", ann.pk) is Outcome.DONE
-    assert await store.activate(program_id, "A", None, NOW) is Outcome.DONE
-    assert await store.activate(program_id, "A", None, LATER) is Outcome.ALREADY_ACTIVATED
+    assert await store.activate(program_id, "A", None, NOW, actor=ACTOR) is Outcome.DONE
+    assert await store.activate(program_id, "A", None, LATER, actor=ACTOR) is Outcome.ALREADY_ACTIVATED
     state = await store.code_state(program_id, "A")
     assert state is not None
     assert state.last_activated == NOW  # the second call changed nothing
@@ -600,8 +602,8 @@ async def test_activate_expires_at_the_exact_moment(store: Store) -> None:
     ann = await profile(store, db_id, "ann@example.org")
     assert await attach(store, program_id, "A", ann.pk) is Outcome.DONE
     assert await set_expiry(store, program_id, "A", LATER) is Outcome.DONE
-    assert await store.activate(program_id, "A", None, LATER) is Outcome.EXPIRED
-    assert await store.activate(program_id, "A", None, LATER - timedelta(microseconds=1)) is Outcome.DONE
+    assert await store.activate(program_id, "A", None, LATER, actor=ACTOR) is Outcome.EXPIRED
+    assert await store.activate(program_id, "A", None, LATER - timedelta(microseconds=1), actor=ACTOR) is Outcome.DONE
 
 
 async def test_activate_naming_another_profile(store: Store) -> None:
@@ -648,8 +650,8 @@ async def test_update_sets_and_clears_the_expiry(store: Store) -> None:
 async def test_update_unknown_code(store: Store) -> None:
     _, program_id, _ = await world(store, "A")
     assert await set_expiry(store, program_id, "NOPE", FUTURE) is Outcome.NO_CODE
-    assert await store.update_code(program_id, "NOPE", None, None, False, True, NOW) is Outcome.NO_CODE
-    assert await store.update_code(program_id, "NOPE", None, None, False, False, NOW) is Outcome.NO_CODE
+    assert await store.update_code(program_id, "NOPE", None, None, False, True, NOW, actor=ACTOR) is Outcome.NO_CODE
+    assert await store.update_code(program_id, "NOPE", None, None, False, False, NOW, actor=ACTOR) is Outcome.NO_CODE
 
 
 async def test_update_expiry_keeps_the_activation(store: Store) -> None:
@@ -670,7 +672,7 @@ async def test_update_activation_is_judged_against_the_new_expiry(store: Store) 
     await expire(store, program_id, "A")
     assert await activate(store, program_id, "A") is Outcome.EXPIRED
     # A future expiry revives the code, and the activation in the same call sees it.
-    assert await store.update_code(program_id, "A", None, FUTURE, True, True, NOW) is Outcome.DONE
+    assert await store.update_code(program_id, "A", None, FUTURE, True, True, NOW, actor=ACTOR) is Outcome.DONE
     state = await store.code_state(program_id, "A")
     assert state is not None
     assert (state.expire_date, state.activated_count) == (FUTURE, 1)
@@ -681,7 +683,7 @@ async def test_update_clearing_the_expiry_allows_activation(store: Store) -> Non
     ann = await profile(store, db_id, "ann@example.org")
     assert await attach(store, program_id, "A", ann.pk) is Outcome.DONE
     await expire(store, program_id, "A")
-    assert await store.update_code(program_id, "A", None, None, True, True, NOW) is Outcome.DONE
+    assert await store.update_code(program_id, "A", None, None, True, True, NOW, actor=ACTOR) is Outcome.DONE
     state = await store.code_state(program_id, "A")
     assert state is not None
     assert (state.expire_date, state.activated_count) == (None, 1)
@@ -693,7 +695,7 @@ async def test_update_failed_activation_keeps_the_old_expiry(store: Store) -> No
     ann = await profile(store, db_id, "ann@example.org")
     assert await attach(store, program_id, "A", ann.pk) is Outcome.DONE
     assert await set_expiry(store, program_id, "A", FUTURE) is Outcome.DONE
-    assert await store.update_code(program_id, "A", None, PAST, True, True, NOW) is Outcome.EXPIRED
+    assert await store.update_code(program_id, "A", None, PAST, True, True, NOW, actor=ACTOR) is Outcome.EXPIRED
     state = await store.code_state(program_id, "A")
     assert state is not None
     assert (state.expire_date, state.activated_count) == (FUTURE, 0)
@@ -716,7 +718,7 @@ async def test_update_refused_activation_applies_no_expiry(store: Store, case: s
         "activated": Outcome.ALREADY_ACTIVATED,
         "elsewhere": Outcome.ATTACHED_ELSEWHERE,
     }[case]
-    assert await store.update_code(program_id, "A", named, FUTURE, True, True, NOW) is expected
+    assert await store.update_code(program_id, "A", named, FUTURE, True, True, NOW, actor=ACTOR) is expected
     state = await store.code_state(program_id, "A")
     assert state is not None
     assert state.expire_date is None
@@ -729,7 +731,7 @@ async def test_update_refused_deactivation_applies_no_expiry(store: Store) -> No
     bob = await profile(store, db_id, "bob@example.org")
     assert await attach(store, program_id, "A", ann.pk) is Outcome.DONE
     assert await activate(store, program_id, "A") is Outcome.DONE
-    outcome = await store.update_code(program_id, "A", bob.pk, FUTURE, True, False, NOW)
+    outcome = await store.update_code(program_id, "A", bob.pk, FUTURE, True, False, NOW, actor=ACTOR)
     assert outcome is Outcome.ATTACHED_ELSEWHERE
     state = await store.code_state(program_id, "A")
     assert state is not None
@@ -741,7 +743,7 @@ async def test_update_deactivates(store: Store) -> None:
     ann = await profile(store, db_id, "ann@example.org")
     assert await attach(store, program_id, "A", ann.pk) is Outcome.DONE
     assert await activate(store, program_id, "A") is Outcome.DONE
-    assert await store.update_code(program_id, "A", None, None, False, False, NOW) is Outcome.DONE
+    assert await store.update_code(program_id, "A", None, None, False, False, NOW, actor=ACTOR) is Outcome.DONE
     state = await store.code_state(program_id, "A")
     assert state is not None
     assert (state.activated_count, state.last_activated, state.attached_count) == (0, None, 1)
@@ -755,7 +757,7 @@ async def test_update_deactivate_with_the_bound_profile(store: Store) -> None:
     ann = await profile(store, db_id, "ann@example.org")
     assert await attach(store, program_id, "A", ann.pk) is Outcome.DONE
     assert await activate(store, program_id, "A") is Outcome.DONE
-    assert await store.update_code(program_id, "A", ann.pk, FUTURE, True, False, NOW) is Outcome.DONE
+    assert await store.update_code(program_id, "A", ann.pk, FUTURE, True, False, NOW, actor=ACTOR) is Outcome.DONE
     state = await store.code_state(program_id, "A")
     assert state is not None
     assert (state.activated_count, state.expire_date) == (0, FUTURE)
@@ -765,9 +767,9 @@ async def test_update_deactivate_of_a_code_never_activated_is_unchanged(store: S
     _, program_id, db_id = await world(store, "A", "B")
     ann = await profile(store, db_id, "ann@example.org")
     assert await attach(store, program_id, "A", ann.pk) is Outcome.DONE
-    assert await store.update_code(program_id, "A", None, None, False, False, NOW) is Outcome.UNCHANGED
-    assert await store.update_code(program_id, "A", ann.pk, None, False, False, NOW) is Outcome.UNCHANGED
-    assert await store.update_code(program_id, "B", None, None, False, False, NOW) is Outcome.UNCHANGED
+    assert await store.update_code(program_id, "A", None, None, False, False, NOW, actor=ACTOR) is Outcome.UNCHANGED
+    assert await store.update_code(program_id, "A", ann.pk, None, False, False, NOW, actor=ACTOR) is Outcome.UNCHANGED
+    assert await store.update_code(program_id, "B", None, None, False, False, NOW, actor=ACTOR) is Outcome.UNCHANGED
     state = await store.code_state(program_id, "A")
     assert state is not None
     assert (state.attached_count, state.activated_count) == (1, 0)
@@ -779,7 +781,7 @@ async def test_update_deactivate_one_binding_of_a_universal_code(store: Store) -
     for pk in (first, second):
         assert await attach(store, program_id, "UNI", pk, multiple=True) is Outcome.DONE
         assert await activate(store, program_id, "UNI", pk) is Outcome.DONE
-    assert await store.update_code(program_id, "UNI", first, None, False, False, NOW) is Outcome.DONE
+    assert await store.update_code(program_id, "UNI", first, None, False, False, NOW, actor=ACTOR) is Outcome.DONE
     state = await store.code_state(program_id, "UNI", second)
     assert state is not None
     assert state.activated_count == 1
@@ -849,7 +851,7 @@ async def test_attach_unknown_code_without_create(store: Store) -> None:
 async def test_attach_unknown_code_with_create(store: Store) -> None:
     _, program_id, db_id = await world(store, "A", case_sensitive=False)
     ann = await profile(store, db_id, "ann@example.org")
-    outcome = await store.attach_code(program_id, "New-Code", "new-code", ann.pk, False, True, NOW)
+    outcome = await store.attach_code(program_id, "New-Code", "new-code", ann.pk, False, True, NOW, actor=ACTOR)
     assert outcome is Outcome.DONE
     state = await store.code_state(program_id, "new-code", ann.pk)
     assert state is not None
@@ -921,10 +923,10 @@ async def test_attach_universal_code_with_create(store: Store) -> None:
 async def test_pool_hands_out_the_oldest_free_code(store: Store) -> None:
     _, program_id, db_id = await world(store, "C1", "A2", "B3")
     first, second, third, fourth = await profiles(store, db_id, 4)
-    assert await store.attach_from_pool(program_id, first, False, NOW) == "C1"
-    assert await store.attach_from_pool(program_id, second, False, NOW) == "A2"
-    assert await store.attach_from_pool(program_id, third, False, NOW) == "B3"
-    assert await store.attach_from_pool(program_id, fourth, False, NOW) is None
+    assert await store.attach_from_pool(program_id, first, False, NOW, actor=ACTOR) == "C1"
+    assert await store.attach_from_pool(program_id, second, False, NOW, actor=ACTOR) == "A2"
+    assert await store.attach_from_pool(program_id, third, False, NOW, actor=ACTOR) == "B3"
+    assert await store.attach_from_pool(program_id, fourth, False, NOW, actor=ACTOR) is None
     state = await store.code_state(program_id, "A2")
     assert state is not None
     assert state.latest is not None
@@ -937,8 +939,8 @@ async def test_pool_skips_expired_and_attached_codes(store: Store) -> None:
     await expire(store, program_id, "OLD")
     assert await attach(store, program_id, "HELD", ann) is Outcome.DONE
     assert await set_expiry(store, program_id, "FRESH", FUTURE) is Outcome.DONE  # not expired yet: handed out
-    assert await store.attach_from_pool(program_id, bob, False, NOW) == "FRESH"
-    assert await store.attach_from_pool(program_id, carl, False, NOW) == "LAST"
+    assert await store.attach_from_pool(program_id, bob, False, NOW, actor=ACTOR) == "FRESH"
+    assert await store.attach_from_pool(program_id, carl, False, NOW, actor=ACTOR) == "LAST"
     old = await store.code_state(program_id, "OLD")
     assert old is not None
     assert old.attached_count == 0
@@ -947,37 +949,37 @@ async def test_pool_skips_expired_and_attached_codes(store: Store) -> None:
 async def test_pool_of_an_empty_program(store: Store) -> None:
     _, program_id, db_id = await world(store)
     ann = await profile(store, db_id, "ann@example.org")
-    assert await store.attach_from_pool(program_id, ann.pk, False, NOW) is None
-    assert await store.attach_from_pool(program_id, ann.pk, True, NOW) is None
+    assert await store.attach_from_pool(program_id, ann.pk, False, NOW, actor=ACTOR) is None
+    assert await store.attach_from_pool(program_id, ann.pk, True, NOW, actor=ACTOR) is None
 
 
 async def test_pool_only_expired_codes_left(store: Store) -> None:
     _, program_id, db_id = await world(store, "A")
     ann = await profile(store, db_id, "ann@example.org")
     await expire(store, program_id, "A")
-    assert await store.attach_from_pool(program_id, ann.pk, False, NOW) is None
+    assert await store.attach_from_pool(program_id, ann.pk, False, NOW, actor=ACTOR) is None
 
 
 async def test_pool_one_per_profile_returns_the_held_code(store: Store) -> None:
     _, program_id, db_id = await world(store, "A", "B", "C")
     ann, bob = await profiles(store, db_id, 2)
-    assert await store.attach_from_pool(program_id, ann, True, NOW) == "A"
-    assert await store.attach_from_pool(program_id, ann, True, LATER) == "A"
+    assert await store.attach_from_pool(program_id, ann, True, NOW, actor=ACTOR) == "A"
+    assert await store.attach_from_pool(program_id, ann, True, LATER, actor=ACTOR) == "A"
     held = await store.code_state(program_id, "A", ann)
     assert held is not None
     assert held.own is not None
     assert (held.attached_count, held.own.attached) == (1, NOW)
     assert (await stats(store, program_id)).free == 2  # nothing new was bound
-    assert await store.attach_from_pool(program_id, bob, True, NOW) == "B"
+    assert await store.attach_from_pool(program_id, bob, True, NOW, actor=ACTOR) == "B"
     # Without the setting, a profile may take several codes.
-    assert await store.attach_from_pool(program_id, ann, False, NOW) == "C"
+    assert await store.attach_from_pool(program_id, ann, False, NOW, actor=ACTOR) == "C"
 
 
 async def test_pool_one_per_profile_returns_a_code_attached_by_name(store: Store) -> None:
     _, program_id, db_id = await world(store, "A", "B")
     ann = await profile(store, db_id, "ann@example.org")
     assert await attach(store, program_id, "B", ann.pk) is Outcome.DONE
-    assert await store.attach_from_pool(program_id, ann.pk, True, NOW) == "B"
+    assert await store.attach_from_pool(program_id, ann.pk, True, NOW, actor=ACTOR) == "B"
     assert (await stats(store, program_id)).free == 1
 
 
@@ -986,8 +988,8 @@ async def test_pool_one_per_profile_looks_only_at_this_program(store: Store) -> 
     other = await program(store, account_id, name="Other")
     await add_codes(store, other.id, "X")
     ann = await profile(store, db_id, "ann@example.org")
-    assert await store.attach_from_pool(other.id, ann.pk, True, NOW) == "X"
-    assert await store.attach_from_pool(program_id, ann.pk, True, NOW) == "A"
+    assert await store.attach_from_pool(other.id, ann.pk, True, NOW, actor=ACTOR) == "X"
+    assert await store.attach_from_pool(program_id, ann.pk, True, NOW, actor=ACTOR) == "A"
 
 
 # --- detach ----------------------------------------------------------------------------------------------------------
@@ -996,25 +998,25 @@ async def test_pool_one_per_profile_looks_only_at_this_program(store: Store) -> 
 async def test_detach_returns_the_code_to_the_pool(store: Store) -> None:
     _, program_id, db_id = await world(store, "A", "B")
     ann, bob = await profiles(store, db_id, 2)
-    assert await store.attach_from_pool(program_id, ann, False, NOW) == "A"
-    assert await store.detach(program_id, "A", ann) is Outcome.DONE
+    assert await store.attach_from_pool(program_id, ann, False, NOW, actor=ACTOR) == "A"
+    assert await store.detach(program_id, "A", ann, NOW, actor=ACTOR) is Outcome.DONE
     state = await store.code_state(program_id, "A", ann)
     assert state is not None
     assert (state.attached_count, state.latest, state.own) == (0, None, None)
     assert (await stats(store, program_id)).free == 2
-    assert await store.attach_from_pool(program_id, bob, False, NOW) == "A"  # the oldest free again
+    assert await store.attach_from_pool(program_id, bob, False, NOW, actor=ACTOR) == "A"  # the oldest free again
 
 
 async def test_detach_unknown_code(store: Store) -> None:
     _, program_id, db_id = await world(store, "A")
     ann = await profile(store, db_id, "ann@example.org")
-    assert await store.detach(program_id, "NOPE", ann.pk) is Outcome.NO_CODE
+    assert await store.detach(program_id, "NOPE", ann.pk, NOW, actor=ACTOR) is Outcome.NO_CODE
 
 
 async def test_detach_a_free_code(store: Store) -> None:
     _, program_id, db_id = await world(store, "A")
     ann = await profile(store, db_id, "ann@example.org")
-    assert await store.detach(program_id, "A", ann.pk) is Outcome.NOT_ATTACHED
+    assert await store.detach(program_id, "A", ann.pk, NOW, actor=ACTOR) is Outcome.NOT_ATTACHED
     state = await store.code_state(program_id, "A")
     assert state is not None
     assert state.attached_count == 0
@@ -1024,7 +1026,7 @@ async def test_detach_from_another_profile(store: Store) -> None:
     _, program_id, db_id = await world(store, "A")
     ann, bob = await profiles(store, db_id, 2)
     assert await attach(store, program_id, "A", ann) is Outcome.DONE
-    assert await store.detach(program_id, "A", bob) is Outcome.ATTACHED_ELSEWHERE
+    assert await store.detach(program_id, "A", bob, NOW, actor=ACTOR) is Outcome.ATTACHED_ELSEWHERE
     state = await store.code_state(program_id, "A", ann)
     assert state is not None
     assert state.attached_count == 1
@@ -1037,7 +1039,7 @@ async def test_detach_a_code_bound_to_several_profiles(store: Store) -> None:
     ann, bob = await profiles(store, db_id, 2)
     for pk in (ann, bob):
         assert await attach(store, program_id, "UNI", pk, multiple=True) is Outcome.DONE
-    assert await store.detach(program_id, "UNI", ann) is Outcome.SEVERAL_PROFILES
+    assert await store.detach(program_id, "UNI", ann, NOW, actor=ACTOR) is Outcome.SEVERAL_PROFILES
     state = await store.code_state(program_id, "UNI", ann)
     assert state is not None
     assert state.attached_count == 2
@@ -1048,7 +1050,7 @@ async def test_detach_a_universal_code_with_one_binding(store: Store) -> None:
     _, program_id, db_id = await world(store, "UNI", multiple_usage=True)
     ann = await profile(store, db_id, "ann@example.org")
     assert await attach(store, program_id, "UNI", ann.pk, multiple=True) is Outcome.DONE
-    assert await store.detach(program_id, "UNI", ann.pk) is Outcome.DONE
+    assert await store.detach(program_id, "UNI", ann.pk, NOW, actor=ACTOR) is Outcome.DONE
     state = await store.code_state(program_id, "UNI")
     assert state is not None
     assert (state.attached_count, state.latest) == (0, None)
@@ -1059,16 +1061,16 @@ async def test_detach_an_activated_code_is_refused(store: Store) -> None:
     ann, bob = await profiles(store, db_id, 2)
     assert await attach(store, program_id, "A", ann) is Outcome.DONE
     assert await activate(store, program_id, "A") is Outcome.DONE
-    assert await store.detach(program_id, "A", ann) is Outcome.ALREADY_ACTIVATED
+    assert await store.detach(program_id, "A", ann, NOW, actor=ACTOR) is Outcome.ALREADY_ACTIVATED
     state = await store.code_state(program_id, "A", ann)
     assert state is not None
     assert (state.attached_count, state.activated_count) == (1, 1)  # the count was put back
     assert state.own is not None
     assert state.own.activated == NOW
-    assert await store.attach_from_pool(program_id, bob, False, NOW) is None  # not back in the pool
+    assert await store.attach_from_pool(program_id, bob, False, NOW, actor=ACTOR) is None  # not back in the pool
     # A second refused detach still finds the same state.
-    assert await store.detach(program_id, "A", ann) is Outcome.ALREADY_ACTIVATED
-    assert await store.detach(program_id, "A", bob) is Outcome.ATTACHED_ELSEWHERE
+    assert await store.detach(program_id, "A", ann, NOW, actor=ACTOR) is Outcome.ALREADY_ACTIVATED
+    assert await store.detach(program_id, "A", bob, NOW, actor=ACTOR) is Outcome.ATTACHED_ELSEWHERE
     again = await store.code_state(program_id, "A")
     assert again is not None
     assert again.attached_count == 1
@@ -1079,8 +1081,8 @@ async def test_detach_after_deactivation(store: Store) -> None:
     ann = await profile(store, db_id, "ann@example.org")
     assert await attach(store, program_id, "A", ann.pk) is Outcome.DONE
     assert await activate(store, program_id, "A") is Outcome.DONE
-    assert await store.update_code(program_id, "A", None, None, False, False, NOW) is Outcome.DONE
-    assert await store.detach(program_id, "A", ann.pk) is Outcome.DONE
+    assert await store.update_code(program_id, "A", None, None, False, False, NOW, actor=ACTOR) is Outcome.DONE
+    assert await store.detach(program_id, "A", ann.pk, NOW, actor=ACTOR) is Outcome.DONE
 
 
 # --- export ----------------------------------------------------------------------------------------------------------
@@ -1143,7 +1145,7 @@ async def test_export_universal_code_shows_latest_times(store: Store) -> None:
     ann, bob = await profiles(store, db_id, 2)
     assert await attach(store, program_id, "UNI", ann, multiple=True, now=NOW) is Outcome.DONE
     assert await attach(store, program_id, "UNI", bob, multiple=True, now=LATER) is Outcome.DONE
-    assert await store.activate(program_id, "UNI", ann, LATER) is Outcome.DONE
+    assert await store.activate(program_id, "UNI", ann, LATER, actor=ACTOR) is Outcome.DONE
     (item,) = [item async for item in store.export_codes(program_id)]
     assert (item.code, item.attached, item.activated) == ("UNI", LATER, LATER)
 
@@ -1315,7 +1317,7 @@ async def test_find_profiles_is_database_scoped_and_limited(store: Store) -> Non
 async def test_delete_profile_without_codes(store: Store) -> None:
     db_id = await database(store)
     ann = await profile(store, db_id, "ann@example.org", ("+1 555 0100",), {"k": "v"})
-    assert await store.delete_profile(ann.pk, False) is True
+    assert await store.delete_profile(ann.pk, False, NOW, actor=ACTOR) is True
     assert await store.find_profiles(db_id, Match(MatchMode.EMAIL, "ann@example.org")) == []
     assert await store.find_profiles(db_id, Match(MatchMode.PHONE, "15550100")) == []
     assert await store.find_profiles(db_id, Match(MatchMode.CUSTOM, "v", "k")) == []
@@ -1325,7 +1327,7 @@ async def test_delete_profile_refused_while_holding_codes(store: Store) -> None:
     _, program_id, db_id = await world(store, "A")
     ann = await profile(store, db_id, "ann@example.org")
     assert await attach(store, program_id, "A", ann.pk) is Outcome.DONE
-    assert await store.delete_profile(ann.pk, False) is False
+    assert await store.delete_profile(ann.pk, False, NOW, actor=ACTOR) is False
     assert [p.pk for p in await store.find_profiles(db_id, Match(MatchMode.EMAIL, "ann@example.org"))] == [ann.pk]
     state = await store.code_state(program_id, "A", ann.pk)
     assert state is not None
@@ -1336,12 +1338,12 @@ async def test_delete_profile_with_force_returns_codes_to_the_pool(store: Store)
     _, program_id, db_id = await world(store, "A", "B")
     ann, bob = await profiles(store, db_id, 2)
     assert await attach(store, program_id, "A", ann) is Outcome.DONE
-    assert await store.delete_profile(ann, True) is True
+    assert await store.delete_profile(ann, True, NOW, actor=ACTOR) is True
     assert await store.find_profiles(db_id, Match(MatchMode.EMAIL, "user0@example.org")) == []
     state = await store.code_state(program_id, "A")
     assert state is not None
     assert (state.attached_count, state.latest) == (0, None)
-    assert await store.attach_from_pool(program_id, bob, False, NOW) == "A"
+    assert await store.attach_from_pool(program_id, bob, False, NOW, actor=ACTOR) == "A"
 
 
 async def test_delete_profile_with_force_keeps_a_profile_holding_a_redeemed_code(store: Store) -> None:
@@ -1350,13 +1352,13 @@ async def test_delete_profile_with_force_keeps_a_profile_holding_a_redeemed_code
     assert await attach(store, program_id, "A", ann) is Outcome.DONE
     assert await attach(store, program_id, "B", ann) is Outcome.DONE
     assert await activate(store, program_id, "A", ann) is Outcome.DONE
-    assert await store.delete_profile(ann, True) is False
+    assert await store.delete_profile(ann, True, NOW, actor=ACTOR) is False
     redeemed = await store.code_state(program_id, "A", ann)
     assert redeemed is not None and redeemed.own is not None and redeemed.own.activated is not None
     kept = await store.code_state(program_id, "B", ann)
     assert kept is not None and kept.own is not None  # refused as a whole: the unredeemed code stays bound too
-    assert await store.attach_from_pool(program_id, bob, False, NOW) == "C"
-    assert await store.attach_from_pool(program_id, bob, False, NOW) is None
+    assert await store.attach_from_pool(program_id, bob, False, NOW, actor=ACTOR) == "C"
+    assert await store.attach_from_pool(program_id, bob, False, NOW, actor=ACTOR) is None
 
 
 async def test_import_into_a_deleted_program_is_not_found(store: Store) -> None:
@@ -1369,7 +1371,7 @@ async def test_import_into_a_deleted_program_is_not_found(store: Store) -> None:
 async def test_attach_for_a_deleted_profile_is_a_conflict_and_changes_nothing(store: Store) -> None:
     _, program_id, db_id = await world(store, "A")
     ann = await profile(store, db_id, "ann@example.org")
-    assert await store.delete_profile(ann.pk, False) is True
+    assert await store.delete_profile(ann.pk, False, NOW, actor=ACTOR) is True
     with pytest.raises(Conflict):
         await attach(store, program_id, "A", ann.pk)
     state = await store.code_state(program_id, "A")
@@ -1381,12 +1383,12 @@ async def test_delete_profile_with_force_keeps_other_bindings_of_a_universal_cod
     ann, bob = await profiles(store, db_id, 2)
     for pk in (ann, bob):
         assert await attach(store, program_id, "UNI", pk, multiple=True) is Outcome.DONE
-    assert await store.delete_profile(ann, True) is True
+    assert await store.delete_profile(ann, True, NOW, actor=ACTOR) is True
     state = await store.code_state(program_id, "UNI", bob)
     assert state is not None
     assert state.attached_count == 1
     assert state.own is not None
-    assert await store.detach(program_id, "UNI", bob) is Outcome.DONE
+    assert await store.detach(program_id, "UNI", bob, NOW, actor=ACTOR) is Outcome.DONE
 
 
 # --- ids are never reused ---------------------------------------------------------------------------------------------
@@ -1415,7 +1417,7 @@ async def test_a_deleted_profile_id_is_never_handed_out_again(store: Store) -> N
     db_id = await database(store)
     await profile(store, db_id, "ann@example.org")
     newest = await profile(store, db_id, "bob@example.org")
-    assert await store.delete_profile(newest.pk, False) is True
+    assert await store.delete_profile(newest.pk, False, NOW, actor=ACTOR) is True
     assert (await profile(store, db_id, "carol@example.org")).pk > newest.pk
 
 
@@ -1443,9 +1445,9 @@ async def test_codes_are_never_stored_under_a_case_setting_that_changed_meanwhil
     assert await store.update_program(created.account_id, created.id, {"case_sensitive": False}, needs_empty)
     holder = await profile(store, await database(store, created.account_id), "ann@example.org")
     with pytest.raises(Conflict, match="case sensitivity"):
-        await store.import_codes(created.id, [("Spring", "Spring")], NOW, case_sensitive=True)
+        await store.import_codes(created.id, [("Spring", "Spring")], NOW, case_sensitive=True, actor=ACTOR)
     with pytest.raises(Conflict, match="case sensitivity"):
-        await store.attach_code(created.id, "Spring", "Spring", holder.pk, False, True, NOW, True)
+        await store.attach_code(created.id, "Spring", "Spring", holder.pk, False, True, NOW, True, actor=ACTOR)
     assert (await store.program_stats(created.id, NOW)).total == 0
-    outcome = await store.import_codes(created.id, [("Spring", "spring")], NOW, case_sensitive=False)
+    outcome = await store.import_codes(created.id, [("Spring", "spring")], NOW, case_sensitive=False, actor=ACTOR)
     assert outcome.inserted == {"spring"}

@@ -28,7 +28,7 @@ from promocodes.store import Store, open_store, sqlite_path
 from promocodes.store.base import Connection
 from promocodes.store.sqlite import SqliteStore
 from tests.client import InProcessClient
-from tests.helpers import issue_token
+from tests.helpers import ACTOR, issue_token
 from tests.proxy import FreezingProxy
 
 pytestmark = pytest.mark.anyio
@@ -153,13 +153,15 @@ async def test_a_write_waiting_for_a_postgres_row_lock_is_a_503_and_the_pool_goe
             await holder.execute("SELECT 1 FROM programs WHERE id = $1 FOR UPDATE", program.id)
             # An import takes the program row first (to count against its limit): it waits, then gives up.
             with pytest.raises(StorageUnavailable) as caught:
-                await asyncio.wait_for(store.import_codes(program.id, [("LOCKED", "LOCKED")], NOW), HANG_GUARD)
+                await asyncio.wait_for(
+                    store.import_codes(program.id, [("LOCKED", "LOCKED")], NOW, actor=ACTOR), HANG_GUARD
+                )
             assert_plain(caught.value)
             # Reads of the same program are not held up by the lock.
             assert await store.get_program(account_id, program.id) == program
         # Released: the same (single) pooled connection slot serves the next write, and the refused one left
         # nothing behind (its transaction was rolled back).
-        outcome = await store.import_codes(program.id, [("AFTER", "AFTER")], NOW)
+        outcome = await store.import_codes(program.id, [("AFTER", "AFTER")], NOW, actor=ACTOR)
         assert outcome.inserted == {"AFTER"}
         assert await store.code_state(program.id, "LOCKED") is None
     finally:
@@ -199,16 +201,16 @@ async def test_a_write_waiting_for_the_sqlite_write_lock_is_a_503_while_reads_an
     store = sqlite_store
     account_id = await store.ensure_account("acme", NOW)
     program = await store.create_program(account_id, {"name": "P"}, NOW)
-    await store.import_codes(program.id, [("OLD", "OLD")], NOW)
+    await store.import_codes(program.id, [("OLD", "OLD")], NOW, actor=ACTOR)
     with write_lock_held(store):
         with pytest.raises(StorageUnavailable) as caught:
-            await asyncio.wait_for(store.import_codes(program.id, [("NEW", "NEW")], NOW), HANG_GUARD)
+            await asyncio.wait_for(store.import_codes(program.id, [("NEW", "NEW")], NOW, actor=ACTOR), HANG_GUARD)
         assert_plain(caught.value)
         state = await asyncio.wait_for(store.code_state(program.id, "OLD"), HANG_GUARD)
         assert state is not None and state.code == "OLD"
         assert await asyncio.wait_for(store.get_program(account_id, program.id), HANG_GUARD) == program
     # The lock is gone: writes go through again.
-    assert (await store.import_codes(program.id, [("NEW", "NEW")], NOW)).inserted == {"NEW"}
+    assert (await store.import_codes(program.id, [("NEW", "NEW")], NOW, actor=ACTOR)).inserted == {"NEW"}
 
 
 @pytest.mark.timeout(30)
@@ -229,7 +231,7 @@ async def test_sqlite_lock_failure_is_a_plain_503_with_the_driver_message_in_the
             write_lock_held(store),
             pytest.raises(StorageUnavailable) as caught,
         ):
-            await asyncio.wait_for(store.import_codes(program.id, rows, NOW), HANG_GUARD)
+            await asyncio.wait_for(store.import_codes(program.id, rows, NOW, actor=ACTOR), HANG_GUARD)
         assert caught.value.text == "The database is unavailable; retry later"
         assert any("OperationalError: database is locked" in record.getMessage() for record in caplog.records)
     finally:
@@ -253,7 +255,7 @@ async def test_sqlite_reads_answer_while_the_writer_is_busy(sqlite_store: Store)
     store = sqlite_store
     account_id = await store.ensure_account("acme", NOW)
     program = await store.create_program(account_id, {"name": "P"}, NOW)
-    await store.import_codes(program.id, [("A", "A")], NOW)
+    await store.import_codes(program.id, [("A", "A")], NOW, actor=ACTOR)
     started, release = threading.Event(), threading.Event()
     holding = asyncio.create_task(_hold_the_writer(store, started, release))
     try:
@@ -279,14 +281,14 @@ async def test_a_sqlite_write_abandoned_while_queued_never_runs(sqlite_store: St
     try:
         assert await asyncio.to_thread(started.wait, HANG_GUARD)
         with pytest.raises(StorageUnavailable) as caught:  # queued behind the writer until its time ran out
-            await asyncio.wait_for(store.import_codes(program.id, [("LATE", "LATE")], NOW), HANG_GUARD)
+            await asyncio.wait_for(store.import_codes(program.id, [("LATE", "LATE")], NOW, actor=ACTOR), HANG_GUARD)
         assert_plain(caught.value)
     finally:
         release.set()
         await holding
     # The writer is free again; a write queued after the abandoned one has been answered, so the abandoned one
     # would have run by now had it been going to.
-    assert (await store.import_codes(program.id, [("NEXT", "NEXT")], NOW)).inserted == {"NEXT"}
+    assert (await store.import_codes(program.id, [("NEXT", "NEXT")], NOW, actor=ACTOR)).inserted == {"NEXT"}
     assert await store.code_state(program.id, "LATE") is None
     assert await store.find_account("holding") is not None  # the started one finished and committed
 
@@ -300,7 +302,7 @@ async def test_an_in_memory_sqlite_store_reads_what_it_wrote() -> None:
     try:
         account_id = await store.ensure_account("acme", NOW)
         program = await store.create_program(account_id, {"name": "P"}, NOW)
-        await store.import_codes(program.id, [("A", "A")], NOW)
+        await store.import_codes(program.id, [("A", "A")], NOW, actor=ACTOR)
         assert await store.find_account("acme") == account_id
         state = await store.code_state(program.id, "A")
         assert state is not None and state.code == "A"

@@ -1,5 +1,5 @@
 """``promocodes import``, ``promocodes export`` and ``promocodes generate``: codes in and out of a program, in files
-or streams."""
+or streams; and ``promocodes history``: what happened to one code."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Annotated
 import msgspec
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Column, Table
 
 from promocodes.cli.common import (
     DEFAULT_DATABASE_URL,
@@ -24,7 +25,7 @@ from promocodes.cli.common import (
     print_json,
     services,
 )
-from promocodes.schemas import MAX_GENERATED, GenerateRequest, ImportRequest, ProgramRef
+from promocodes.schemas import MAX_GENERATED, GenerateRequest, HistoryRequest, ImportRequest, ProgramRef
 
 
 @command
@@ -229,3 +230,41 @@ async def generate(
         highlight=False,
         markup=False,  # a template may hold `[`
     )
+
+
+@command
+async def history(
+    code: Annotated[str, typer.Argument(help="The code, in any spelling the program accepts as the same.")],
+    program: Annotated[int, typer.Option("--program", help="The program (loyalty_id) holding the code.")],
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most events to show.")] = 100,
+    after: Annotated[int, typer.Option(min=0, help="Show the events after this event id (the next page).")] = 0,
+    as_json: AsJson = False,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
+) -> None:
+    """Show a code's history, oldest first: every change, when, by which token, for which profile
+    (docs/api.md#history). Changes made from the command line show the token name "command line"."""
+    async with services(database_url) as svc:
+        principal = await svc.accounts.program_admin(program)
+        events = await svc.promocodes.history(
+            principal, HistoryRequest(loyalty_id=program, code=code, limit=limit, after=after)
+        )
+    if as_json:
+        print_json(events)
+        return
+    # When, what and who are what a reader scans: never cut or wrapped; the profile and the details wrap.
+    table = Table(
+        Column("id", no_wrap=True),
+        Column("time", no_wrap=True),
+        Column("event", no_wrap=True),
+        "profile",
+        "db",
+        Column("token", no_wrap=True),
+        "details",
+    )
+    for event in events:
+        details = ", ".join(f"{name}: {'none' if value is None else value}" for name, value in event.details.items())
+        db_id = "" if event.database_id is None else str(event.database_id)
+        table.add_row(str(event.id), event.time, event.event, event.profile_id, db_id, event.token_name, details)
+    out.print(table)
+    if len(events) == limit:
+        err.print(f"More may follow: --after {events[-1].id}", highlight=False)

@@ -45,6 +45,7 @@ app.add_typer(databases.app, name="database")
 app.command("import")(codes.import_codes)
 app.command("export")(codes.export)
 app.command("generate")(codes.generate)
+app.command("history")(codes.history)
 app.command("backup")(backup.backup)
 app.command("status")(status.status)
 

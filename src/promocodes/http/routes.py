@@ -165,6 +165,15 @@ _METHODS = (
         response=list[schemas.ExportItem],
         summary="Every code of a program, in creation order (streamed)",
     ),
+    Method(
+        f"{PROMOCODES}/history",
+        schemas.HistoryRequest,
+        READ,
+        lambda s, p, r: s.promocodes.history(p, r),
+        response=list[schemas.HistoryEvent],
+        summary="A code's history: every change, oldest first, a page at a time",
+        guessable=True,
+    ),
     # management (docs/api.md#management-methods)
     Method(
         f"{PROMOCODES}/programs/create",

@@ -187,7 +187,8 @@ class ProfileService:
     async def delete_profile(self, principal: Principal, request: ProfileDelete) -> None:
         profile = await self.resolve(principal, lookup_from(request))
         answer = final(functools.partial(_profile_deleted, profile.profile_id, request.force))
-        answer(await self.store.delete_profile(profile.pk, request.force))
+        # A forced delete releases the profile's codes: each records `detached` in its history (docs/api.md#history).
+        answer(await self.store.delete_profile(profile.pk, request.force, utcnow(), actor=principal.actor))
 
 
 # The answers of the writes to the store's results. Pure: each also runs inside the store's transaction, to keep the

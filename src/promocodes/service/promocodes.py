@@ -1,6 +1,7 @@
-"""The seven promo-code operations and their rules (docs/api.md#promo-code-methods). No SQL here: the store makes
-each state change atomically and reports an :class:`~promocodes.models.Outcome`; this module decides what is allowed
-before asking, and what each outcome means to the caller."""
+"""The promo-code operations and their rules (docs/api.md#promo-code-methods): the seven of Altcraft, and a code's
+history. No SQL here: the store makes each state change atomically, with its history event, and reports an
+:class:`~promocodes.models.Outcome`; this module decides what is allowed before asking, and what each outcome means
+to the caller. Each change names the caller (``principal.actor``) for the history (docs/api.md#history)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from promocodes.domain.codes import WHITE_SPACE, clean_code, code_key
 from promocodes.domain.templates import Template
 from promocodes.domain.times import format_rfc3339, parse_rfc3339, utcnow
 from promocodes.errors import BadRequest, Conflict, LimitExceeded, NotFound, PromocodeError
-from promocodes.models import CodeState, Generation, ImportOutcome, Outcome, Principal, Program
+from promocodes.models import Actor, CodeEvent, CodeState, Generation, ImportOutcome, Outcome, Principal, Program
 from promocodes.schemas import (
     MAX_RETURNED_CODES,
     ActivateRequest,
@@ -28,6 +29,8 @@ from promocodes.schemas import (
     ExportItem,
     GenerateRequest,
     GenerateResult,
+    HistoryEvent,
+    HistoryRequest,
     ImportItem,
     ImportRequest,
     ImportResult,
@@ -164,7 +167,9 @@ class PromocodeService:
         judge = functools.partial(_judge, request.codes, program.case_sensitive)
         judged = await asyncio.to_thread(judge) if in_thread else judge()
         report = final(functools.partial(_report, request.codes, judged), in_thread=in_thread)
-        outcome = await self.store.import_codes(program.id, judged.unique, utcnow(), program.case_sensitive)
+        outcome = await self.store.import_codes(
+            program.id, judged.unique, utcnow(), program.case_sensitive, actor=principal.actor
+        )
         return await asyncio.to_thread(report, outcome) if in_thread else report(outcome)
 
     # --- generate -----------------------------------------------------------------------------------------------
@@ -219,6 +224,7 @@ class PromocodeService:
             utcnow(),
             case_sensitive,
             request.return_codes,
+            actor=principal.actor,
         )
         return generation, answer
 
@@ -245,7 +251,11 @@ class PromocodeService:
             await self._require_code(program, code)
             raise Conflict(f"Program {program.id} is inactive")
         answer = final(functools.partial(_succeeded, (Outcome.DONE,), code, program.id))
-        answer(await self.store.activate(program.id, code_key(code, program.case_sensitive), profile_pk, utcnow()))
+        answer(
+            await self.store.activate(
+                program.id, code_key(code, program.case_sensitive), profile_pk, utcnow(), actor=principal.actor
+            )
+        )
 
     async def update(self, principal: Principal, request: UpdateRequest) -> None:
         """Change the expiry and/or the activation, all or nothing (docs/api.md#update)."""
@@ -272,6 +282,7 @@ class PromocodeService:
             set_expiry,
             activated,
             utcnow(),
+            actor=principal.actor,
         )
         answer(outcome)
 
@@ -290,17 +301,22 @@ class PromocodeService:
                 await self._require_code(program, code)
             state = "inactive" if not program.active else "outside its validity range"
             raise Conflict(f"Program {program.id} is {state}: no codes can be attached")
+        actor = principal.actor
         if code is not None:
-            return await self._attach_code(program, code, profile.pk, now)
+            return await self._attach_code(program, code, profile.pk, now, actor)
         template = program.template if program.generate_on_attach else None
         answer = final(functools.partial(_picked, bool(template)))
-        picked = answer(await self.store.attach_from_pool(program.id, profile.pk, program.one_code_per_profile, now))
+        picked = answer(
+            await self.store.attach_from_pool(program.id, profile.pk, program.one_code_per_profile, now, actor=actor)
+        )
         if isinstance(picked, AttachResult):
             return picked
         assert template, "the pool's answer is final unless a code is to be generated"
-        return await self._attach_generated(program, Template(template), profile.pk)
+        return await self._attach_generated(program, Template(template), profile.pk, actor)
 
-    async def _attach_code(self, program: Program, code: str, profile_pk: int, now: datetime) -> AttachResult:
+    async def _attach_code(
+        self, program: Program, code: str, profile_pk: int, now: datetime, actor: Actor
+    ) -> AttachResult:
         key = code_key(code, program.case_sensitive)
         answered = code
         if not program.case_sensitive:
@@ -319,10 +335,13 @@ class PromocodeService:
             program.create_on_attach,
             now,
             program.case_sensitive,
+            actor=actor,
         )
         return answer(outcome)
 
-    async def _attach_generated(self, program: Program, template: Template, profile_pk: int) -> AttachResult:
+    async def _attach_generated(
+        self, program: Program, template: Template, profile_pk: int, actor: Actor
+    ) -> AttachResult:
         """No free code: make one from the template. A collision with an existing code is retried with a new
         draw; the store's claim makes sure even a collision is never bound twice."""
         for _ in range(GENERATION_ATTEMPTS):
@@ -330,7 +349,15 @@ class PromocodeService:
             key = code_key(code, program.case_sensitive)
             answer = final(functools.partial(_generated, code, program.id))
             outcome = await self.store.attach_code(
-                program.id, code, key, profile_pk, program.multiple_usage, True, utcnow(), program.case_sensitive
+                program.id,
+                code,
+                key,
+                profile_pk,
+                program.multiple_usage,
+                True,
+                utcnow(),
+                program.case_sensitive,
+                actor=actor,
             )
             generated = answer(outcome)
             if isinstance(generated, AttachResult):
@@ -345,7 +372,25 @@ class PromocodeService:
         program = await self.programs.program(principal, request.loyalty_id)
         profile = await self.profiles.resolve(principal, lookup)
         answer = final(functools.partial(_detached, code, program.id))
-        answer(await self.store.detach(program.id, code_key(code, program.case_sensitive), profile.pk))
+        answer(
+            await self.store.detach(
+                program.id, code_key(code, program.case_sensitive), profile.pk, utcnow(), actor=principal.actor
+            )
+        )
+
+    # --- history ------------------------------------------------------------------------------------------------
+
+    async def history(self, principal: Principal, request: HistoryRequest) -> list[HistoryEvent]:
+        """The code's events, oldest first, after the event id ``after`` (docs/api.md#history). The code is found
+        as ``get`` finds it, and an unknown one is 404 like there."""
+        code = clean_code(request.code)
+        program = await self.programs.program(principal, request.loyalty_id)
+        events = await self.store.code_history(
+            program.id, code_key(code, program.case_sensitive), request.after, request.limit
+        )
+        if events is None:
+            raise _fail(Outcome.NO_CODE, code, program.id)
+        return [history_event(event) for event in events]
 
     # --- export -------------------------------------------------------------------------------------------------
 
@@ -464,3 +509,17 @@ def code_report(program: Program, state: CodeState, now: datetime) -> CodeReport
         report.attached_count = state.attached_count
         report.activated_count = state.activated_count
     return report
+
+
+def history_event(event: CodeEvent) -> HistoryEvent:
+    """One item of ``history``'s answer (docs/api.md#history): no profile concerned is ``""`` and ``null``, as
+    text and numbers are shown empty elsewhere; ``details`` is always an object."""
+    return HistoryEvent(
+        id=event.id,
+        time=format_rfc3339(event.time),
+        event=event.event.value,
+        profile_id=event.profile_id or "",
+        database_id=event.database_id,
+        token_name=event.token_name,
+        details=event.details,
+    )

@@ -48,12 +48,16 @@ class AccountStore(StoreBase):
 
     @read_operation
     async def principal_for(self, conn: Connection, token_hash: str) -> Principal | None:
+        """The caller a token stands for, with the token's name (which the history records, docs/api.md#history);
+        None for an unknown or revoked token."""
         row = await conn.fetchrow(
-            "SELECT id, account_id, role FROM tokens WHERE token_hash = $1 AND revoked IS NULL", token_hash
+            "SELECT id, account_id, role, name FROM tokens WHERE token_hash = $1 AND revoked IS NULL", token_hash
         )
         if row is None:
             return None
-        return Principal(account_id=row["account_id"], role=Role(row["role"]), token_id=row["id"])
+        return Principal(
+            account_id=row["account_id"], role=Role(row["role"]), token_id=row["id"], token_name=row["name"]
+        )
 
     @read_operation
     async def list_tokens(self, conn: Connection, account_id: int) -> list[TokenInfo]:

@@ -11,7 +11,8 @@ the same statement means the same on both. The little that differs lives on :cla
 clauses, and the bulk insert of an import.
 
 Correctness under concurrency lives in the domain modules — ``store.accounts`` (accounts and tokens),
-``store.programs``, ``store.profiles`` (databases and profiles) and ``store.codes`` — each a mixin over
+``store.programs``, ``store.profiles`` (databases and profiles), ``store.codes`` and ``store.events`` (the codes'
+history, written by the operations that change codes, in their transactions) — each a mixin over
 :class:`StoreBase` that ``promocodes.store.Store`` composes, and each function that takes a lock says which and why
 in its docstring. The rule throughout: a state change is ONE conditional ``UPDATE``/``INSERT``/``DELETE`` whose
 ``WHERE`` is the rule, and whose ``RETURNING`` row says whether it happened; when it did not, a read in the same
@@ -74,14 +75,20 @@ class Connection(Protocol):
 
     async def fetchval(self, sql: str, *args: Any) -> Any: ...
     def transaction(self) -> AbstractAsyncContextManager[None]: ...
-    async def insert_codes(self, program_id: int, rows: Sequence[tuple[str, str]], created: int) -> set[str]:
-        """Insert ``(code, key)`` rows, skipping keys the program holds; return the keys inserted."""
+    async def insert_codes(
+        self, program_id: int, rows: Sequence[tuple[str, str]], created: int, created_event: int
+    ) -> set[str]:
+        """Insert ``(code, key)`` rows, skipping keys the program holds; return the keys inserted. Each new code
+        points at ``created_event``, the batch event that records its creation (docs/api.md#history)."""
         ...
 
-    async def insert_generated(self, program_id: int, codes: Sequence[str], keys: Sequence[str], created: int) -> int:
-        """Insert generated codes with their keys, in order, skipping keys the program holds (a key repeated within
-        the batch is kept once); return how many were inserted. The bulk path of :meth:`Store.generate_codes`:
-        ``executemany`` on SQLite, one ``INSERT … SELECT FROM unnest(…)`` per batch on PostgreSQL."""
+    async def insert_generated(
+        self, program_id: int, codes: Sequence[str], keys: Sequence[str], created: int, created_event: int
+    ) -> int:
+        """Insert generated codes with their keys and their batch's ``created`` event, in order, skipping keys the
+        program holds (a key repeated within the batch is kept once); return how many were inserted. The bulk path
+        of :meth:`Store.generate_codes`: ``executemany`` on SQLite, one ``INSERT … SELECT FROM unnest(…)`` per
+        batch on PostgreSQL."""
         ...
 
     def key_match(self, pattern: KeyPattern) -> tuple[str, str]:

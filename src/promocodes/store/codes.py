@@ -1,7 +1,16 @@
 """Promo codes (docs/api.md#promo-code-methods): the operations of :class:`CodeStore` — import, generate, get (the
 code state), activate, update, attach (named or from the pool), detach, export — and the state-machine helpers
 they share (``_activate``, ``_update_code``, ``_deactivate``, ``_detach``, ``_bind``, …), each change one
-conditional statement whose ``RETURNING`` row says whether it happened."""
+conditional statement whose ``RETURNING`` row says whether it happened.
+
+Every change also records its event in the code's history (docs/api.md#history, ``store.events``), in the same
+transaction and only after that ``RETURNING`` row said the change happened: each operation that changes a code takes
+the ``actor`` the event names. Every operation that writes an event takes the program row (``share_row``, or the
+import's program lock) before any other row: the event's foreign key on the program needs a key-share lock on it,
+and taking it first keeps the order every writer uses — program, then code, then binding — so that a forced
+``programs/delete`` (which locks the program, then deletes codes and bindings by cascade) can never deadlock with
+a change that already holds a code or a binding and then needs the program.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +18,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 
 from promocodes.domain.templates import KeyPattern
-from promocodes.domain.times import from_micros, to_micros
+from promocodes.domain.times import format_rfc3339, from_micros, to_micros
 from promocodes.errors import ChangedMeanwhile, Conflict, NotFound
-from promocodes.models import CodeState, ExportedCode, Generation, ImportOutcome, Outcome
+from promocodes.models import Actor, CodeEventKind, CodeState, ExportedCode, Generation, ImportOutcome, Outcome
 from promocodes.store.base import Connection, Row, StoreBase, _Rollback, bulk_operation, operation, read_operation
+from promocodes.store.events import forget, record, set_details
 from promocodes.store.rows import _binding, _flag, _time
 
 _CODE_STATE = """
@@ -44,6 +54,8 @@ class CodeStore(StoreBase):
         rows: Sequence[tuple[str, str]],
         now: datetime,
         case_sensitive: bool | None = None,
+        *,
+        actor: Actor,
     ) -> ImportOutcome:
         """Insert ``(code, key)`` rows (keys already unique within the batch), in order, up to the program's limit.
 
@@ -52,19 +64,24 @@ class CodeStore(StoreBase):
         overshoot it together. Duplicates (keys the program holds) use no room. ``case_sensitive`` is the setting
         the keys were made under: checked on the locked row, so keys are never stored under a setting that changed
         since the service read the program.
+
+        History: ONE ``created`` event for the whole call, written before the codes (they carry its id in
+        ``created_event``, set by the same bulk insert) and given its count after them; removed again when the
+        call created no code (docs/api.md#history).
         """
         async with conn.transaction():
             program = await _program_for_insert(conn, program_id, case_sensitive)
             limit = program["codes_limit"]
             room = None if limit is None else max(0, limit - program["code_count"])
             created = to_micros(now)
+            event_id = await record(conn, CodeEventKind.CREATED, actor, created, program_id, None)
             inserted: set[str] = set()
             considered = 0
             while considered < len(rows) and (room is None or room > 0):
                 # Without a limit, one pass; with one, try as many rows as there is room for: duplicates among
                 # them leave room for the next rows, so loop until the room or the rows run out.
                 end = len(rows) if room is None else considered + room
-                added = await conn.insert_codes(program_id, rows[considered:end], created)
+                added = await conn.insert_codes(program_id, rows[considered:end], created, event_id)
                 inserted |= added
                 considered = min(end, len(rows))
                 if room is not None:
@@ -75,6 +92,9 @@ class CodeStore(StoreBase):
                     program_id,
                     len(inserted),
                 )
+                await set_details(conn, event_id, {"source": "import", "count": len(inserted)})
+            else:
+                await forget(conn, event_id)
             return ImportOutcome(inserted=frozenset(inserted), considered=considered)
 
     #: codes drawn and inserted per statement by :meth:`generate_codes`: what it holds in memory at a time
@@ -96,6 +116,8 @@ class CodeStore(StoreBase):
         now: datetime,
         case_sensitive: bool,
         return_codes: bool = False,
+        *,
+        actor: Actor,
     ) -> Generation:
         """Make exactly ``len(slots)`` new codes in the program, or nothing (docs/api.md#generate).
 
@@ -121,6 +143,9 @@ class CodeStore(StoreBase):
         ``return_codes``. The answer gives the id range of the new codes (``after_id`` < id <= ``last_id``), by
         which :meth:`export_page` can read them back later.
 
+        History: ONE ``created`` event for the whole call (``{"source": "generate", "count": N}``), written after
+        the checks and before the codes, which carry its id in ``created_event`` (docs/api.md#history).
+
         A refusal writes nothing. Any failure — a driver error, the time running out, a template too full to draw
         from — leaves the transaction by an exception, so everything it inserted is rolled back.
         """
@@ -143,6 +168,8 @@ class CodeStore(StoreBase):
             if limit is not None and held + count > limit:
                 return Generation(Outcome.LIMIT_REACHED, wanted=held + count, allowed=limit)
             created = to_micros(now)
+            details = {"source": "generate", "count": count}
+            event_id = await record(conn, CodeEventKind.CREATED, actor, created, program_id, None, details=details)
             last_id = "SELECT COALESCE(max(id), 0) FROM codes WHERE program_id = $1"  # an index seek
             after_id = await conn.fetchval(last_id, program_id)
             remaining = count
@@ -152,7 +179,7 @@ class CodeStore(StoreBase):
                     raise Conflict("Could not draw enough new codes from the template; nothing was generated")
                 rounds_left -= 1
                 codes, keys = draw(min(remaining, self.GENERATION_BATCH))
-                remaining -= await conn.insert_generated(program_id, codes, keys, created)
+                remaining -= await conn.insert_generated(program_id, codes, keys, created, event_id)
                 del codes, keys  # before the next draw: one batch in memory at a time
             await conn.fetchval(
                 "UPDATE programs SET code_count = code_count + $2 WHERE id = $1 RETURNING code_count", program_id, count
@@ -177,18 +204,21 @@ class CodeStore(StoreBase):
 
     @operation
     async def activate(
-        self, conn: Connection, program_id: int, key: str, profile_pk: int | None, now: datetime
+        self, conn: Connection, program_id: int, key: str, profile_pk: int | None, now: datetime, *, actor: Actor
     ) -> Outcome:
         """Redeem a code: ONE conditional ``UPDATE`` (attached, not activated, not expired, and bound to
-        ``profile_pk`` when one is named).
+        ``profile_pk`` when one is named), and its ``activated`` event, in one transaction.
 
-        Lock: the ``UPDATE`` row lock. Two concurrent activations both find the binding, but the second waits on
-        the first's row lock and then re-checks ``activated IS NULL`` against the committed row (PostgreSQL's READ
-        COMMITTED re-evaluation; on SQLite write transactions are serial), so exactly one of them matches.
-        No transaction around it: a single statement is atomic on its own, and the read that explains a refusal
-        changes nothing.
+        Locks: the program row (``share_row``, see the module docstring), then the ``UPDATE`` row lock. Two
+        concurrent activations both find the binding, but the second waits on the first's row lock and then
+        re-checks ``activated IS NULL`` against the committed row (PostgreSQL's READ COMMITTED re-evaluation; on
+        SQLite write transactions are serial), so exactly one of them matches — and only that one writes the
+        event, right after its ``UPDATE``. The read that explains a refusal changes nothing.
         """
-        return await _activate(conn, program_id, key, profile_pk, to_micros(now))
+        at = to_micros(now)
+        async with conn.transaction():
+            await _share_program(conn, program_id)
+            return await _activate(conn, program_id, key, profile_pk, at, actor)
 
     @operation
     async def update_code(
@@ -201,17 +231,27 @@ class CodeStore(StoreBase):
         set_expiry: bool,
         activated: bool | None,
         now: datetime,
+        *,
+        actor: Actor,
     ) -> Outcome:
-        """Change the expiry and/or the activation, all or nothing (docs/api.md#update).
+        """Change the expiry and/or the activation, all or nothing (docs/api.md#update), each change with its
+        event (``expiry_changed``, then ``activated`` or ``deactivated``): an update doing two things records two.
 
         The new expiry is written first, so the activation is judged against it; when the activation then fails,
-        the transaction rolls back and the expiry stays as it was. Locks: those of the two ``UPDATE`` statements;
-        activation is the same single conditional statement as :meth:`activate`.
+        the transaction rolls back and the expiry, and its event, are undone.
+
+        Locks: the program row (``share_row``, see the module docstring); then, for a new expiry, the code row
+        (``lock_row``: ``FOR NO KEY UPDATE`` on PostgreSQL) is read with its current expiry and held to commit,
+        so that of two concurrent expiry changes the second reads what the first wrote: each event's ``old`` is
+        the expiry the change really replaced. Activation is the same conditional statement as :meth:`activate`.
         """
         at = to_micros(now)
         try:
             async with conn.transaction():
-                return await _update_code(conn, program_id, key, profile_pk, expire_date, set_expiry, activated, at)
+                await _share_program(conn, program_id)
+                return await _update_code(
+                    conn, program_id, key, profile_pk, expire_date, set_expiry, activated, at, actor
+                )
         except _Rollback as rollback:
             return rollback.outcome
 
@@ -227,6 +267,8 @@ class CodeStore(StoreBase):
         create: bool,
         now: datetime,
         case_sensitive: bool | None = None,
+        *,
+        actor: Actor,
     ) -> Outcome:
         """Bind the named code to a profile, creating it first when ``create`` and it is unknown (``case_sensitive``:
         as in :meth:`import_codes`).
@@ -238,16 +280,19 @@ class CodeStore(StoreBase):
         :meth:`import_codes`' program-row lock, so the program limit holds. The program row is held with
         ``share_row`` to commit, so that a delete without ``force`` waits for this attach (see
         :meth:`ProgramStore.delete_program`).
+
+        History: a code created here records ``created`` (``{"source": "attach"}``, naming the code itself), then
+        the binding records ``attached``; an attach that changes nothing records nothing.
         """
         at = to_micros(now)
         async with conn.transaction():
-            await conn.fetchval(f"SELECT id FROM programs WHERE id = $1{conn.share_row}", program_id)
+            await _share_program(conn, program_id)
             if create:
                 exists = await conn.fetchval(
                     "SELECT id FROM codes WHERE program_id = $1 AND code_key = $2", program_id, key
                 )
                 if exists is None:
-                    outcome = await self._import_one(conn, program_id, code, key, at, case_sensitive)
+                    outcome = await _import_one(conn, program_id, code, key, at, case_sensitive, actor)
                     if outcome is not Outcome.DONE:
                         return outcome
             if multiple_usage:
@@ -265,6 +310,7 @@ class CodeStore(StoreBase):
                     await conn.fetchval(
                         "UPDATE codes SET attached_count = attached_count + 1 WHERE id = $1 RETURNING id", code_id
                     )
+                    await record(conn, CodeEventKind.ATTACHED, actor, at, program_id, code_id, profile_pk)
                     return Outcome.DONE
             else:
                 code_id = await conn.fetchval(
@@ -275,25 +321,20 @@ class CodeStore(StoreBase):
                     at,
                 )
                 if code_id is not None:
-                    await _bind(conn, code_id, profile_pk, at)
+                    await _bind(conn, program_id, code_id, profile_pk, at, actor)
                     return Outcome.DONE
             return _why_not_attached(await _code_state(conn, program_id, key, profile_pk), at)
 
-    async def _import_one(
-        self, conn: Connection, program_id: int, code: str, key: str, at: int, case_sensitive: bool | None
-    ) -> Outcome:
-        program = await _program_for_insert(conn, program_id, case_sensitive)
-        if program["codes_limit"] is not None and program["code_count"] >= program["codes_limit"]:
-            return Outcome.LIMIT_REACHED
-        if await conn.insert_codes(program_id, [(code, key)], at):
-            await conn.fetchval(
-                "UPDATE programs SET code_count = code_count + 1 WHERE id = $1 RETURNING id", program_id
-            )
-        return Outcome.DONE
-
     @operation
     async def attach_from_pool(
-        self, conn: Connection, program_id: int, profile_pk: int, one_per_profile: bool, now: datetime
+        self,
+        conn: Connection,
+        program_id: int,
+        profile_pk: int,
+        one_per_profile: bool,
+        now: datetime,
+        *,
+        actor: Actor,
     ) -> str | None:
         """Bind the oldest free, unexpired code of the program to the profile; None when none is free.
 
@@ -307,10 +348,11 @@ class CodeStore(StoreBase):
           ``attached_count = 0`` re-check means a row claimed meanwhile is never claimed twice. On SQLite the
           write transaction (``BEGIN IMMEDIATE``) is itself exclusive.
         The partial index ``codes_free`` makes the pick a seek to the first free row at any number of codes.
+        The binding records ``attached``; handing back the code a profile already holds records nothing.
         """
         at = to_micros(now)
         async with conn.transaction():
-            await conn.fetchval(f"SELECT id FROM programs WHERE id = $1{conn.share_row}", program_id)
+            await _share_program(conn, program_id)
             await conn.fetchval(f"SELECT id FROM profiles WHERE id = $1{conn.lock_row}", profile_pk)
             if one_per_profile:
                 held: str | None = await conn.fetchval(
@@ -332,21 +374,25 @@ class CodeStore(StoreBase):
             )
             if row is None:
                 return None
-            await _bind(conn, row["id"], profile_pk, at)
+            await _bind(conn, program_id, row["id"], profile_pk, at, actor)
             picked: str = row["code"]
             return picked
 
     @operation
-    async def detach(self, conn: Connection, program_id: int, key: str, profile_pk: int) -> Outcome:
+    async def detach(
+        self, conn: Connection, program_id: int, key: str, profile_pk: int, now: datetime, *, actor: Actor
+    ) -> Outcome:
         """Unbind a code from the profile that alone holds it, unless it was activated.
 
-        Locks: the claim is ONE conditional ``UPDATE`` (``attached_count`` 1 → 0), then the binding is deleted
-        under its own conditions (this profile, not activated); if that matches nothing the whole transaction
-        rolls back, so a refused detach leaves the count as it was.
+        Locks: the program row (``share_row``, see the module docstring); the claim is ONE conditional ``UPDATE``
+        (``attached_count`` 1 → 0), then the binding is deleted under its own conditions (this profile, not
+        activated); if that matches nothing the whole transaction rolls back, so a refused detach leaves the count
+        as it was. The ``detached`` event is written after the ``DELETE`` removed the binding.
         """
         try:
             async with conn.transaction():
-                return await _detach(conn, program_id, key, profile_pk)
+                await _share_program(conn, program_id)
+                return await _detach(conn, program_id, key, profile_pk, to_micros(now), actor)
         except _Rollback as rollback:
             return rollback.outcome
 
@@ -400,13 +446,42 @@ async def _program_for_insert(conn: Connection, program_id: int, case_sensitive:
     return program
 
 
-async def _bind(conn: Connection, code_id: int, profile_pk: int, at: int) -> None:
+async def _share_program(conn: Connection, program_id: int) -> None:
+    """Take the program row first (``share_row``: ``FOR KEY SHARE`` on PostgreSQL, held to commit), for the reasons
+    the module docstring gives; any number of code changes share it, only a delete of the program waits for them."""
+    await conn.fetchval(f"SELECT id FROM programs WHERE id = $1{conn.share_row}", program_id)
+
+
+async def _import_one(
+    conn: Connection, program_id: int, code: str, key: str, at: int, case_sensitive: bool | None, actor: Actor
+) -> Outcome:
+    """Create one code for an attach, with its ``created`` event, under the program lock of an import."""
+    program = await _program_for_insert(conn, program_id, case_sensitive)
+    if program["codes_limit"] is not None and program["code_count"] >= program["codes_limit"]:
+        return Outcome.LIMIT_REACHED
+    code_id = await conn.fetchval(
+        "INSERT INTO codes (program_id, code, code_key, created) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (program_id, code_key) DO NOTHING RETURNING id",
+        program_id,
+        code,
+        key,
+        at,
+    )
+    if code_id is not None:  # else created by a concurrent request meanwhile: theirs is the creation
+        await conn.fetchval("UPDATE programs SET code_count = code_count + 1 WHERE id = $1 RETURNING id", program_id)
+        await record(conn, CodeEventKind.CREATED, actor, at, program_id, code_id, details={"source": "attach"})
+    return Outcome.DONE
+
+
+async def _bind(conn: Connection, program_id: int, code_id: int, profile_pk: int, at: int, actor: Actor) -> None:
+    """Bind a code just claimed (``attached_count`` 0 → 1) to the profile, and record ``attached``."""
     await conn.fetchval(
         "INSERT INTO code_bindings (code_id, profile_pk, attached) VALUES ($1, $2, $3) RETURNING id",
         code_id,
         profile_pk,
         at,
     )
+    await record(conn, CodeEventKind.ATTACHED, actor, at, program_id, code_id, profile_pk)
 
 
 async def _code_state(conn: Connection, program_id: int, key: str, profile_pk: int | None) -> CodeState | None:
@@ -429,8 +504,10 @@ async def _code_state(conn: Connection, program_id: int, key: str, profile_pk: i
     )
 
 
-async def _activate(conn: Connection, program_id: int, key: str, profile_pk: int | None, at: int) -> Outcome:
-    activated = await conn.fetchval(
+async def _activate(
+    conn: Connection, program_id: int, key: str, profile_pk: int | None, at: int, actor: Actor
+) -> Outcome:
+    activated = await conn.fetchrow(
         """
         UPDATE code_bindings SET activated = $3
         WHERE id = (
@@ -440,7 +517,7 @@ async def _activate(conn: Connection, program_id: int, key: str, profile_pk: int
               AND (CAST($4 AS BIGINT) IS NULL OR b.profile_pk = $4)
             ORDER BY b.id LIMIT 1)
         AND activated IS NULL
-        RETURNING id
+        RETURNING code_id, profile_pk
         """,
         program_id,
         key,
@@ -448,6 +525,9 @@ async def _activate(conn: Connection, program_id: int, key: str, profile_pk: int
         profile_pk,
     )
     if activated is not None:
+        await record(
+            conn, CodeEventKind.ACTIVATED, actor, at, program_id, activated["code_id"], activated["profile_pk"]
+        )
         return Outcome.DONE
     state = await _code_state(conn, program_id, key, profile_pk)
     if state is None:
@@ -469,40 +549,64 @@ async def _update_code(
     set_expiry: bool,
     activated: bool | None,
     at: int,
+    actor: Actor,
 ) -> Outcome:
     if set_expiry:
-        changed = await conn.fetchval(
-            "UPDATE codes SET expire_date = $3 WHERE program_id = $1 AND code_key = $2 RETURNING id",
-            program_id,
-            key,
-            None if expire_date is None else to_micros(expire_date),
-        )
-        if changed is None:
-            return Outcome.NO_CODE
+        outcome = await _set_expiry(conn, program_id, key, expire_date, at, actor)
+        if outcome is Outcome.NO_CODE:
+            return outcome
     if activated is True:
-        outcome = await _activate(conn, program_id, key, profile_pk, at)
+        outcome = await _activate(conn, program_id, key, profile_pk, at, actor)
         if outcome is not Outcome.DONE:
             raise _Rollback(outcome)  # undo the new expiry too: all or nothing
         return outcome
     if activated is False:
-        outcome = await _deactivate(conn, program_id, key, profile_pk)
+        outcome = await _deactivate(conn, program_id, key, profile_pk, at, actor)
         if outcome not in (Outcome.DONE, Outcome.UNCHANGED):
             raise _Rollback(outcome)  # a refused deactivation undoes the new expiry as well: all or nothing
         return outcome
     return Outcome.DONE
 
 
-async def _deactivate(conn: Connection, program_id: int, key: str, profile_pk: int | None) -> Outcome:
-    """Clear the activation (a rollback of a redemption). A code that is not activated is left as it is."""
-    cleared = await conn.fetchval(
+async def _set_expiry(
+    conn: Connection, program_id: int, key: str, expire_date: datetime | None, at: int, actor: Actor
+) -> Outcome:
+    """Set the expiry (None clears it) and record ``expiry_changed`` with the old and new values, only when it
+    really changes. The code row is read with ``lock_row`` and held to commit (see :meth:`CodeStore.update_code`),
+    so the ``old`` recorded is the value this change replaced."""
+    current = await conn.fetchrow(
+        f"SELECT id, expire_date FROM codes WHERE program_id = $1 AND code_key = $2{conn.lock_row}", program_id, key
+    )
+    if current is None:
+        return Outcome.NO_CODE
+    new = None if expire_date is None else to_micros(expire_date)
+    if current["expire_date"] == new:
+        return Outcome.UNCHANGED
+    await conn.fetchval("UPDATE codes SET expire_date = $2 WHERE id = $1 RETURNING id", current["id"], new)
+    details = {
+        "old": format_rfc3339(from_micros(current["expire_date"])) or None,
+        "new": format_rfc3339(from_micros(new)) or None,
+    }
+    await record(conn, CodeEventKind.EXPIRY_CHANGED, actor, at, program_id, current["id"], details=details)
+    return Outcome.DONE
+
+
+async def _deactivate(
+    conn: Connection, program_id: int, key: str, profile_pk: int | None, at: int, actor: Actor
+) -> Outcome:
+    """Clear the activation (a rollback of a redemption), recording ``deactivated`` for each binding cleared. A code
+    that is not activated is left as it is, and records nothing."""
+    cleared = await conn.fetch(
         "UPDATE code_bindings SET activated = NULL WHERE activated IS NOT NULL "
         "AND code_id = (SELECT id FROM codes WHERE program_id = $1 AND code_key = $2) "
-        "AND (CAST($3 AS BIGINT) IS NULL OR profile_pk = $3) RETURNING id",
+        "AND (CAST($3 AS BIGINT) IS NULL OR profile_pk = $3) RETURNING code_id, profile_pk",
         program_id,
         key,
         profile_pk,
     )
-    if cleared is not None:
+    for row in sorted(cleared, key=lambda row: row["profile_pk"]):
+        await record(conn, CodeEventKind.DEACTIVATED, actor, at, program_id, row["code_id"], row["profile_pk"])
+    if cleared:
         return Outcome.DONE
     state = await _code_state(conn, program_id, key, profile_pk)
     if state is None:
@@ -522,7 +626,7 @@ def _why_not_attached(state: CodeState | None, at: int) -> Outcome:
     return Outcome.ATTACHED_ELSEWHERE
 
 
-async def _detach(conn: Connection, program_id: int, key: str, profile_pk: int) -> Outcome:
+async def _detach(conn: Connection, program_id: int, key: str, profile_pk: int, at: int, actor: Actor) -> Outcome:
     code_id = await conn.fetchval(
         "UPDATE codes SET attached_count = 0 WHERE program_id = $1 AND code_key = $2 AND attached_count = 1 "
         "RETURNING id",
@@ -542,6 +646,7 @@ async def _detach(conn: Connection, program_id: int, key: str, profile_pk: int) 
             "SELECT 1 FROM code_bindings WHERE code_id = $1 AND profile_pk = $2", code_id, profile_pk
         )
         raise _Rollback(Outcome.ALREADY_ACTIVATED if own else Outcome.ATTACHED_ELSEWHERE)
+    await record(conn, CodeEventKind.DETACHED, actor, at, program_id, code_id, profile_pk)
     return Outcome.DONE
 
 

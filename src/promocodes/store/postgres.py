@@ -84,31 +84,39 @@ class PostgresConnection:
     def transaction(self) -> AbstractAsyncContextManager[None]:
         return cast(AbstractAsyncContextManager[None], self._raw.transaction())
 
-    async def insert_codes(self, program_id: int, rows: Sequence[tuple[str, str]], created: int) -> set[str]:
+    async def insert_codes(
+        self, program_id: int, rows: Sequence[tuple[str, str]], created: int, created_event: int
+    ) -> set[str]:
         # One statement for the whole batch: the arrays travel in asyncpg's binary format.
         inserted = await self._raw.fetch(
-            "INSERT INTO codes (program_id, code, code_key, created) "
-            "SELECT $1, code, code_key, $4 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(code, code_key, n) "
+            "INSERT INTO codes (program_id, code, code_key, created, created_event) "
+            "SELECT $1, code, code_key, $4, $5 "
+            "FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(code, code_key, n) "
             "ORDER BY n ON CONFLICT (program_id, code_key) DO NOTHING RETURNING code_key",
             program_id,
             [code for code, _ in rows],
             [key for _, key in rows],
             created,
+            created_event,
             timeout=self._left(),
         )
         return {row["code_key"] for row in inserted}
 
-    async def insert_generated(self, program_id: int, codes: Sequence[str], keys: Sequence[str], created: int) -> int:
+    async def insert_generated(
+        self, program_id: int, codes: Sequence[str], keys: Sequence[str], created: int, created_event: int
+    ) -> int:
         # Drawn codes rarely collide (the key-space guard sees to that), so a batch is first inserted plainly — as
         # fast as COPY — inside a savepoint. Only when that meets a held key is it undone and inserted skipping
         # conflicts (a probe of the unique index before every row, about a quarter slower), and so is every later
         # batch of this operation: collisions are evidently not rare here.
-        rows = "SELECT $1, code, code_key, $4 FROM unnest($2::text[], $3::text[]) AS t(code, code_key)"
-        insert = f"INSERT INTO codes (program_id, code, code_key, created) {rows}"
+        rows = "SELECT $1, code, code_key, $4, $5 FROM unnest($2::text[], $3::text[]) AS t(code, code_key)"
+        insert = f"INSERT INTO codes (program_id, code, code_key, created, created_event) {rows}"
         if not self._collided:
             try:
                 async with self._raw.transaction():
-                    await self._raw.execute(insert, program_id, codes, keys, created, timeout=self._left())
+                    await self._raw.execute(
+                        insert, program_id, codes, keys, created, created_event, timeout=self._left()
+                    )
                 return len(codes)
             except asyncpg.UniqueViolationError:
                 self._collided = True
@@ -119,6 +127,7 @@ class PostgresConnection:
             codes,
             keys,
             created,
+            created_event,
             timeout=self._left(),
         )
         return int(status.rsplit(" ", 1)[1])

@@ -13,8 +13,9 @@ import msgspec
 
 from promocodes.domain.fields import field_text
 from promocodes.domain.times import to_micros
-from promocodes.models import Database, Match, MatchMode, Outcome, Profile
+from promocodes.models import Actor, Database, Match, MatchMode, Outcome, Profile
 from promocodes.store.base import Connection, StoreBase, _Rollback, operation, read_operation
+from promocodes.store.events import record_released
 from promocodes.store.rows import _profile, _time
 
 # Profile lookups, one per matching mode. `email` and `email_profile` read the same field: this server keeps no
@@ -183,19 +184,34 @@ class ProfileStore(StoreBase):
             return await _write_profile(conn, database_id, found[0].pk if found else None, data, to_micros(now))
 
     @operation
-    async def delete_profile(self, conn: Connection, profile_pk: int, force: bool) -> bool:
+    async def delete_profile(
+        self, conn: Connection, profile_pk: int, force: bool, now: datetime, *, actor: Actor
+    ) -> bool:
         """Delete a profile (True), or refuse while it holds codes (False); with ``force``, refuse only while it
         holds activated codes.
 
         Without ``force`` the ``DELETE`` carries "holds no code" as its condition. With it, the profile's
         unactivated bindings go first and each code's ``attached_count`` drops in the same transaction, so personal
-        codes return to the pool consistently. Lock: the profile row first (``lock_for_delete``), which
-        waits for attaches in flight (their binding's foreign key holds the row); the condition is then judged on a
-        fresh snapshot, so such an attach makes the delete refuse instead of failing on the foreign key."""
+        codes return to the pool consistently; each code released records ``detached`` with
+        ``{"reason": "profile deleted"}`` (docs/api.md#history), undone with the rest when the delete is refused.
+
+        Locks: the profile row first (``lock_for_delete``), which waits for attaches in flight (their binding's
+        foreign key holds the row); the condition is then judged on a fresh snapshot, so such an attach makes the
+        delete refuse instead of failing on the foreign key. With ``force``, the programs of the codes to release
+        are then taken (``share_row``) before any code row, as every writer of events does (see ``store.codes``):
+        no new binding can appear meanwhile (the profile row is held), and a forced ``programs/delete`` either
+        runs first — its cascade removes those bindings — or waits for this transaction."""
         try:
             async with conn.transaction():
                 await conn.fetchval(f"SELECT id FROM profiles WHERE id = $1{conn.lock_for_delete}", profile_pk)
                 if force:
+                    await conn.fetch(
+                        "SELECT id FROM programs WHERE id IN ("
+                        "  SELECT c.program_id FROM code_bindings b JOIN codes c ON c.id = b.code_id"
+                        f"  WHERE b.profile_pk = $1 AND b.activated IS NULL) ORDER BY id{conn.share_row}",
+                        profile_pk,
+                    )
+                    await record_released(conn, profile_pk, to_micros(now), actor)
                     # Only bindings that were never activated go: a redeemed code is a record and never returns
                     # to the pool (docs/api.md#detach), so a profile holding one stays, force or not.
                     await conn.fetch(

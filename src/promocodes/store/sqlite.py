@@ -106,26 +106,30 @@ class SqliteConnection:
             raise
         self._raw.execute("RELEASE tx")
 
-    async def insert_codes(self, program_id: int, rows: Sequence[tuple[str, str]], created: int) -> set[str]:
+    async def insert_codes(
+        self, program_id: int, rows: Sequence[tuple[str, str]], created: int, created_event: int
+    ) -> set[str]:
         cursor = self._raw.cursor()
         inserted: set[str] = set()
         for code, key in rows:
             cursor.execute(
-                "INSERT INTO codes (program_id, code, code_key, created) VALUES (?, ?, ?, ?) "
+                "INSERT INTO codes (program_id, code, code_key, created, created_event) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (program_id, code_key) DO NOTHING",
-                (program_id, code, key, created),
+                (program_id, code, key, created, created_event),
             )
             if cursor.rowcount == 1:
                 inserted.add(key)
         return inserted
 
-    async def insert_generated(self, program_id: int, codes: Sequence[str], keys: Sequence[str], created: int) -> int:
+    async def insert_generated(
+        self, program_id: int, codes: Sequence[str], keys: Sequence[str], created: int, created_event: int
+    ) -> int:
         # One executemany for the batch; a skipped conflict changes no row, so the summed row count is the number
         # inserted.
         cursor = self._raw.executemany(
-            "INSERT INTO codes (program_id, code, code_key, created) VALUES (?1, ?2, ?3, ?4) "
+            "INSERT INTO codes (program_id, code, code_key, created, created_event) VALUES (?1, ?2, ?3, ?4, ?5) "
             "ON CONFLICT (program_id, code_key) DO NOTHING",
-            zip(itertools.repeat(program_id), codes, keys, itertools.repeat(created)),
+            zip(itertools.repeat(program_id), codes, keys, itertools.repeat(created), itertools.repeat(created_event)),
         )
         return cursor.rowcount
 

@@ -1,0 +1,136 @@
+"""Code history (docs/api.md#history): the events every state change of a code records, and reading them back.
+
+An event is written by the operation that makes the change, inside its transaction and only once the conditional
+statement reported that the change happened: a refused or rolled-back change leaves no event. The helpers here are
+what those operations call (``store.codes``, ``store.profiles``); :class:`EventStore` reads a code's history.
+
+A code's history is the events naming it (``code_events.code_id``) plus the batch event that created it
+(``codes.created_event``): an import writes ONE ``created`` event for all the codes it stores, not one per code,
+which keeps a million-code import a bulk insert.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from promocodes.models import Actor, CodeEvent, CodeEventKind
+from promocodes.store.base import Connection, StoreBase, read_operation, vanished
+from promocodes.store.rows import _time
+
+_COLUMNS = "program_id, code_id, time, event, token_id, token_name, details"
+_SHOWN = "id, time, event, token_id, token_name, profile_id, database_id, details"
+
+
+def _details(details: dict[str, Any] | None) -> str | None:
+    return None if not details else msgspec.json.encode(details).decode()
+
+
+async def record(
+    conn: Connection,
+    event: CodeEventKind,
+    actor: Actor,
+    at: int,
+    program_id: int,
+    code_id: int | None,
+    profile_pk: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> int:
+    """Insert one event and return its id. ``code_id`` None: a batch event (an import's ``created``), which the
+    codes point at instead. With ``profile_pk``, the profile's ``profile_id`` and ``database_id`` are copied into
+    the event (values, not references: the history outlives the profile)."""
+    args = (program_id, code_id, at, event.value, actor.token_id, actor.token_name, _details(details))
+    if profile_pk is None:
+        event_id: int | None = await conn.fetchval(
+            f"INSERT INTO code_events ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id", *args
+        )
+    else:
+        event_id = await conn.fetchval(
+            f"INSERT INTO code_events ({_COLUMNS}, profile_id, database_id) "
+            "SELECT $1, $2, $3, $4, $5, $6, $7, profile_id, database_id FROM profiles WHERE id = $8 RETURNING id",
+            *args,
+            profile_pk,
+        )
+    if event_id is None:
+        # The profile is gone. The callers hold a binding to it (which keeps it from being deleted) or have just
+        # removed one in this transaction, so this cannot happen; if it ever did, the change is undone rather than
+        # recorded without its profile.
+        raise vanished()
+    return event_id
+
+
+async def record_released(conn: Connection, profile_pk: int, at: int, actor: Actor) -> None:
+    """Record ``detached`` for every code the profile holds without an activation, as a forced profile delete
+    releases them (docs/api.md#history); called before the bindings are removed, in the same transaction."""
+    await conn.fetch(
+        f"INSERT INTO code_events ({_COLUMNS}, profile_id, database_id) "
+        "SELECT c.program_id, c.id, $2, $3, $4, $5, $6, p.profile_id, p.database_id "
+        "FROM code_bindings b JOIN codes c ON c.id = b.code_id JOIN profiles p ON p.id = b.profile_pk "
+        "WHERE b.profile_pk = $1 AND b.activated IS NULL ORDER BY b.id RETURNING id",
+        profile_pk,
+        at,
+        CodeEventKind.DETACHED.value,
+        actor.token_id,
+        actor.token_name,
+        _details({"reason": "profile deleted"}),
+    )
+
+
+async def set_details(conn: Connection, event_id: int, details: dict[str, Any]) -> None:
+    """Fill in what is known only after the change, such as how many codes a batch ``created`` event created."""
+    await conn.fetchval("UPDATE code_events SET details = $2 WHERE id = $1 RETURNING id", event_id, _details(details))
+
+
+async def forget(conn: Connection, event_id: int) -> None:
+    """Remove an event recorded ahead of a change that then did not happen (a batch that created no code)."""
+    await conn.fetchval("DELETE FROM code_events WHERE id = $1 RETURNING id", event_id)
+
+
+def _event(row: Any) -> CodeEvent:
+    details = row["details"]
+    return CodeEvent(
+        id=row["id"],
+        time=_time(row["time"]),
+        event=CodeEventKind(row["event"]),
+        token_id=row["token_id"],
+        token_name=row["token_name"],
+        profile_id=row["profile_id"],
+        database_id=row["database_id"],
+        details={} if details is None else msgspec.json.decode(details),
+    )
+
+
+class EventStore(StoreBase):
+    """Reading a code's history."""
+
+    @read_operation
+    async def code_history(
+        self, conn: Connection, program_id: int, key: str, after: int, limit: int
+    ) -> list[CodeEvent] | None:
+        """The code's events with an id above ``after``, oldest first, at most ``limit``; None when the program holds
+        no such code. One read transaction (on SQLite one snapshot; on PostgreSQL a change committed between the two
+        statements can only add a newer event, which a later page shows).
+
+        The code's own events are read through the index ``(code_id, id)`` from ``after`` on, at most ``limit`` of
+        them, so a page costs the same however long the history is (a universal code attached a million times)."""
+        async with conn.transaction():
+            code = await conn.fetchrow(
+                "SELECT id, created_event FROM codes WHERE program_id = $1 AND code_key = $2", program_id, key
+            )
+            if code is None:
+                return None
+            rows = await conn.fetch(
+                f"SELECT {_SHOWN} FROM ("
+                f"  SELECT {_SHOWN} FROM code_events WHERE id = CAST($2 AS BIGINT) AND id > $3"
+                "   UNION ALL"
+                f"  SELECT {_SHOWN} FROM ("
+                f"    SELECT {_SHOWN} FROM code_events WHERE code_id = $1 AND id > $3 ORDER BY id LIMIT $4"
+                "   ) AS own"
+                ") AS events ORDER BY id LIMIT $4",
+                code["id"],
+                code["created_event"],
+                after,
+                limit,
+            )
+            return [_event(row) for row in rows]
