@@ -39,6 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from promocodes.background import running
 from promocodes.http.routes import PROMOCODES
 from promocodes.schemas import ImportResult
 from promocodes.store import Store
@@ -121,13 +122,10 @@ async def sampling(store: Store) -> AsyncIterator[None]:
             sample(store)
             await asyncio.sleep(SAMPLE_SECONDS)
 
-    task = asyncio.create_task(loop())
     try:
-        yield
+        async with running(loop):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         if MULTIPROCESS:
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from promocodes.background import running
 from promocodes.domain.times import to_micros, utcnow
 from promocodes.errors import (
     SUCCESS_TEXT,
@@ -204,10 +205,5 @@ async def purging(retries: IdempotentRetries, every: float = PURGE_SECONDS) -> A
             except Exception as error:  # the database may be away for a while; expired answers count as absent
                 logger.warning("Purging expired idempotency keys failed: %s: %s", type(error).__name__, error)
 
-    task = asyncio.create_task(loop())
-    try:
+    async with running(loop):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
