@@ -31,6 +31,10 @@ POSTGRES_ADMIN_URL = os.environ.get("PROMOCODES_TEST_POSTGRES", "postgresql://po
 BACKENDS = ("sqlite", "postgres")
 # Children before parents, so that plain DELETEs empty them in order.
 _TABLES = (
+    "webhook_lease",
+    "webhook_deliveries",
+    "webhook_events",
+    "webhooks",
     "idempotency_keys",
     "code_events",
     "code_bindings",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -174,3 +175,22 @@ async def count_rows(database_url: str, table: str) -> int:
     finally:
         await conn.close()
     return counted
+
+
+async def sql_rows(database_url: str, query: str, *args: Any) -> list[dict[str, Any]]:
+    """Run one statement through a connection of its own (``$n`` placeholders, as the store writes them) and return
+    its rows as dicts: for what no store operation shows or sets, such as the webhook outbox's rows."""
+    path = sqlite_path(database_url)
+    if path is not None:
+        raw = sqlite3.connect(path, isolation_level=None)
+        raw.row_factory = sqlite3.Row
+        try:
+            rows = raw.execute(re.sub(r"\$(\d+)", r"?\1", query), args).fetchall()
+        finally:
+            raw.close()
+        return [dict(row) for row in rows]
+    conn = await asyncpg.connect(database_url)
+    try:
+        return [dict(row) for row in await conn.fetch(query, *args)]
+    finally:
+        await conn.close()

@@ -123,9 +123,12 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def serving(database_url: str, log_path: Path, workers: int) -> Iterator[LiveServer]:
+def serving(
+    database_url: str, log_path: Path, workers: int, environment: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
     """``promocodes serve --workers N`` on the database (migrated first, as `serve` would), with an admin token of
-    account ``default``; its output goes to ``log_path``. Stopped with every worker on leaving."""
+    account ``default``; its output goes to ``log_path``; ``environment`` adds settings (``PROMOCODES_*``). Stopped
+    with every worker on leaving."""
     token = create_token(database_url)
     port = free_port()
     with log_path.open("wb") as log:
@@ -144,7 +147,7 @@ def serving(database_url: str, log_path: Path, workers: int) -> Iterator[LiveSer
                 "--workers",
                 str(workers),
             ],
-            env=server_environment(),
+            env={**server_environment(), **(environment or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so that stop() reaches the workers too

@@ -56,6 +56,13 @@ class Settings:
     idempotency_hours: int = _setting(
         24, "Hours the answer to a request with an Idempotency-Key is kept for its retries; 0 = never replayed."
     )
+    webhook_timeout_seconds: float = _setting(
+        10.0, "Seconds a webhook receiver has to answer a delivery with 2xx; past it the delivery is retried."
+    )
+    webhook_retry_seconds: float = _setting(
+        10.0, "Seconds before a failed webhook delivery's first retry; each later retry waits twice as long."
+    )
+    webhook_poll_seconds: float = _setting(1.0, "Seconds between two looks at the webhook outbox for due deliveries.")
 
     @classmethod
     def from_env(cls) -> Settings:

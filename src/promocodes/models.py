@@ -24,7 +24,7 @@ class Capability(enum.Enum):
     READ_PROFILES = "read profiles"
     WRITE_PROFILES = "change profiles"
     READ_CATALOG = "read programs and databases"
-    MANAGE = "manage programs, databases and tokens"
+    MANAGE = "manage programs, databases, tokens and webhooks"
 
     @property
     def writes(self) -> bool:
@@ -96,7 +96,7 @@ class ProgramSettings(msgspec.Struct, frozen=True, kw_only=True):
     one_code_per_profile: Annotated[bool, _setting("A profile holds at most one code.")] = False
     pool_low_threshold: Annotated[
         int | None,
-        _setting("Free codes below which a `program.pool_low` webhook fires (webhooks come later); none for never."),
+        _setting("Free codes below which a `program.pool_low` webhook fires; none for never."),
     ] = None
 
 
@@ -259,6 +259,31 @@ class CodeEventKind(enum.StrEnum):
     DEACTIVATED = "deactivated"
     DETACHED = "detached"
     EXPIRY_CHANGED = "expiry_changed"
+    #: a program event (no code): the program's free codes fell below its ``pool_low_threshold``
+    #: (docs/api.md#webhooks); never part of a code's history
+    POOL_LOW = "pool_low"
+
+
+class WebhookEventType(enum.StrEnum):
+    """What a webhook may subscribe to (docs/api.md#webhooks)."""
+
+    CODE_ATTACHED = "code.attached"
+    CODE_ACTIVATED = "code.activated"
+    CODE_DEACTIVATED = "code.deactivated"
+    CODE_DETACHED = "code.detached"
+    CODE_EXPIRY_CHANGED = "code.expiry_changed"
+    PROGRAM_POOL_LOW = "program.pool_low"
+
+
+#: the webhook type each event kind is delivered as; ``created`` is none (an import creates codes by the million)
+WEBHOOK_TYPES: dict[CodeEventKind, WebhookEventType] = {
+    CodeEventKind.ATTACHED: WebhookEventType.CODE_ATTACHED,
+    CodeEventKind.ACTIVATED: WebhookEventType.CODE_ACTIVATED,
+    CodeEventKind.DEACTIVATED: WebhookEventType.CODE_DEACTIVATED,
+    CodeEventKind.DETACHED: WebhookEventType.CODE_DETACHED,
+    CodeEventKind.EXPIRY_CHANGED: WebhookEventType.CODE_EXPIRY_CHANGED,
+    CodeEventKind.POOL_LOW: WebhookEventType.PROGRAM_POOL_LOW,
+}
 
 
 class CodeEvent(msgspec.Struct, frozen=True):
@@ -270,6 +295,61 @@ class CodeEvent(msgspec.Struct, frozen=True):
     event: CodeEventKind
     token_id: int | None
     token_name: str
+    profile_id: str | None
+    database_id: int | None
+    details: dict[str, Any]
+
+
+class Webhook(msgspec.Struct, frozen=True):
+    """A subscription of an account (docs/api.md#webhooks): where to POST which event types, signed with ``secret``."""
+
+    id: int
+    account_id: int
+    url: str
+    events: tuple[WebhookEventType, ...]
+    description: str
+    active: bool
+    secret: str
+    created: datetime
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """One event owed to one webhook (the outbox row, docs/api.md#webhooks)."""
+
+    id: int
+    webhook_id: int
+    event_id: int
+    type: WebhookEventType
+    state: DeliveryState
+    attempts: int
+    next_attempt: datetime
+    last_status: int | None
+    last_error: str
+    created: datetime
+    finished: datetime | None
+
+
+class DueDelivery(msgspec.Struct, frozen=True):
+    """A pending delivery the worker may send now, with everything its body and signature are made of: the event's
+    immutable row and the code's text (None for a program event). Times are integer microseconds."""
+
+    id: int
+    webhook_id: int
+    url: str
+    secret: str
+    attempts: int
+    created: int
+    event_id: int
+    event: CodeEventKind
+    time: int
+    program_id: int
+    code: str | None
     profile_id: str | None
     database_id: int | None
     details: dict[str, Any]

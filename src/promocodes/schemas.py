@@ -189,6 +189,31 @@ class TokenRevoke(Request, kw_only=True):
     id: Id
 
 
+class WebhookCreate(Request, kw_only=True):
+    """docs/api.md#webhooks-create: ``events`` are checked by the service (400 naming an unknown type)."""
+
+    url: Text
+    events: list[Text]
+    description: Prose = ""
+
+
+class WebhookRef(Request, kw_only=True):
+    id: Id
+
+
+class WebhookUpdate(WebhookRef, kw_only=True):
+    """docs/api.md#webhooks-update: UNSET means "not given", left as it is."""
+
+    url: Text | UnsetType = UNSET
+    events: list[Text] | UnsetType = UNSET
+    description: Prose | UnsetType = UNSET
+    active: bool | UnsetType = UNSET
+
+
+class WebhookDeliveriesRequest(WebhookRef, kw_only=True):
+    limit: Annotated[int, Meta(ge=1, le=100)] = 20
+
+
 # --- responses ---------------------------------------------------------------------------------------------------
 
 
@@ -349,3 +374,28 @@ class TokenView(Response):
     created: str
     revoked: str
     token: str | UnsetType = UNSET  # shown once, in the answer to tokens/create
+
+
+class WebhookView(Response):
+    id: int
+    url: str
+    events: list[str]
+    description: str
+    active: bool
+    created: str
+    secret: str | UnsetType = UNSET  # shown once, in the answer to webhooks/create
+
+
+class DeliveryView(Response):
+    """One delivery of a webhook (docs/api.md#webhooks-deliveries)."""
+
+    id: int
+    event_id: str
+    type: str
+    state: str
+    attempts: int
+    next_attempt: str
+    last_status: int | None
+    last_error: str
+    created: str
+    finished: str

@@ -96,3 +96,32 @@ def test_status_reports_pending_migrations_without_applying_them(tmp_path: Path)
     assert report["migrations_applied"] == [] and report["migrations_pending"]
     assert report["database"] == str(tmp_path / "old.db")
     assert run_json(url, "status")["migrations_pending"] == report["migrations_pending"]
+
+
+def test_webhooks_create_list_update_deliveries_delete(database_url: str) -> None:
+    run_json(database_url, "token", "create", "--account", "acme", "--role", "admin")
+    url = "https://shop.example/hooks"
+    created = run_json(
+        database_url, "webhooks", "create", url, "--event", "code.attached", "--event", "program.pool_low",
+        "--account", "acme",
+    )  # fmt: skip
+    assert created["secret"].startswith("whsec_") and created["events"] == ["code.attached", "program.pool_low"]
+    listed = run_json(database_url, "webhooks", "list", "--account", "acme")
+    assert listed == [{key: value for key, value in created.items() if key != "secret"}]
+
+    updated = run_json(
+        database_url, "webhooks", "update", str(created["id"]), "--inactive", "--event", "code.detached",
+        "--account", "acme",
+    )  # fmt: skip
+    assert (updated["active"], updated["events"], updated["url"]) == (False, ["code.detached"], url)
+    assert run_json(database_url, "webhooks", "deliveries", str(created["id"]), "--account", "acme") == []
+
+    bad = one_error_line(
+        *run(database_url, "webhooks", "create", "ftp://x", "--event", "code.attached", "--account", "acme")
+    )
+    assert "`url`" in bad
+    code, out, _ = run(database_url, "webhooks", "delete", str(created["id"]), "--account", "acme")
+    assert code == 0 and f"Deleted webhook {created['id']}" in out
+    assert "Webhook" in one_error_line(
+        *run(database_url, "webhooks", "delete", str(created["id"]), "--account", "acme")
+    )

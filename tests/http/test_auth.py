@@ -17,12 +17,13 @@ FUTURE = "2999-01-01T00:00:00Z"
 @dataclass
 class World:
     """One account's objects: a program with a free and a bound code, a database with a profile holding the bound
-    code and a profile holding nothing, and a spare token to revoke."""
+    code and a profile holding nothing, a spare token to revoke and a webhook."""
 
     loyalty_id: int
     db_id: int
     profile_id: str
     spare_token_id: int
+    webhook_id: int
 
 
 def build_world(api: Api, token: str | None = None) -> World:
@@ -33,7 +34,8 @@ def build_world(api: Api, token: str | None = None) -> World:
     api.profile(db_id, "idle@example.org", token)
     api.ok("promocodes/attach", token, loyalty_id=loyalty_id, db_id=db_id, email="ann@example.org", code="BOUND-1")
     spare = api.ok("tokens/create", token, role="read", name="spare")
-    return World(loyalty_id, db_id, profile_id, spare["id"])
+    webhook = api.ok("webhooks/create", token, url="http://127.0.0.1:9/hooks", events=["code.activated"])
+    return World(loyalty_id, db_id, profile_id, spare["id"], webhook["id"])
 
 
 def state(api: Api, world: World, token: str | None = None) -> dict[str, Any]:
@@ -50,6 +52,7 @@ def state(api: Api, world: World, token: str | None = None) -> dict[str, Any]:
             for email in ("ann@example.org", "idle@example.org")
         ],
         "tokens": api.ok("tokens/list", token),
+        "webhooks": api.ok("webhooks/list", token),
     }
 
 
@@ -84,6 +87,14 @@ CALLS: dict[str, Call] = {
     "tokens/create": lambda w: ("tokens/create", {"role": "read"}),
     "tokens/list": lambda w: ("tokens/list", {}),
     "tokens/revoke": lambda w: ("tokens/revoke", {"id": w.spare_token_id}),
+    "webhooks/create": lambda w: (
+        "webhooks/create",
+        {"url": "https://shop.example/hooks", "events": ["code.attached"]},
+    ),
+    "webhooks/list": lambda w: ("webhooks/list", {}),
+    "webhooks/update": lambda w: ("webhooks/update", {"id": w.webhook_id, "active": False}),
+    "webhooks/delete": lambda w: ("webhooks/delete", {"id": w.webhook_id}),
+    "webhooks/deliveries": lambda w: ("webhooks/deliveries", {"id": w.webhook_id}),
 }
 READ_ONLY = {"get", "export_all", "history", "programs/list", "programs/get", "databases/list", "profiles/get"}
 CODE_AND_PROFILE_WRITES = {"import", "activate", "attach", "update", "detach", "profiles/import", "profiles/delete"}
@@ -294,3 +305,15 @@ def test_tokens_list_never_shows_token_values(api: Api) -> None:
     for value in (created["token"], api.token):
         assert value not in response.text
         assert value not in str(listed)
+
+
+@pytest.mark.parametrize("name", ["webhooks/update", "webhooks/delete", "webhooks/deliveries"])
+def test_another_accounts_webhook_is_404_like_a_missing_one(api: Api, foreign: tuple[World, str], name: str) -> None:
+    world, other = foreign
+    before = state(api, world)
+    method, fields = CALLS[name](world)
+    seen = api.call(method, other, **fields)
+    assert (seen["error"], seen["error_text"]) == (404, f"Webhook {world.webhook_id} not found"), seen
+    missing = api.call(method, other, **{**fields, "id": world.webhook_id + 1000})
+    assert missing["error"] == 404 and missing["error_text"] == f"Webhook {world.webhook_id + 1000} not found"
+    assert state(api, world) == before

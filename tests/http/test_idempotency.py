@@ -89,6 +89,11 @@ def _token_revoke(api: Api) -> dict[str, Any]:
     return {"id": api.ok("tokens/create", role="read", name="till")["id"]}
 
 
+def _webhook(api: Api) -> int:
+    webhook_id: int = api.ok("webhooks/create", url="https://shop.example/hooks", events=["code.attached"])["id"]
+    return webhook_id
+
+
 SCENARIOS: dict[str, Callable[[Api], dict[str, Any]]] = {
     "promocodes/import": _import,
     "promocodes/generate": _generate,
@@ -103,12 +108,14 @@ SCENARIOS: dict[str, Callable[[Api], dict[str, Any]]] = {
     "profiles/import": _profile_import,
     "profiles/delete": _profile_delete,
     "tokens/revoke": _token_revoke,
+    "webhooks/update": lambda api: {"id": _webhook(api), "events": ["code.activated"], "active": False},
+    "webhooks/delete": lambda api: {"id": _webhook(api)},
 }
 WRITING = [method.path.removeprefix("/api/v1.1/") for method in METHODS if method.idempotent]
 READING = [
     method.path.removeprefix("/api/v1.1/")
     for method in METHODS
-    if not method.idempotent and method.path != "/api/v1.1/tokens/create"
+    if not method.idempotent and method.path not in ("/api/v1.1/tokens/create", "/api/v1.1/webhooks/create")
 ]
 
 
@@ -120,6 +127,7 @@ def everything(api: Api) -> dict[str, Any]:
         "codes": {p["id"]: api.ok("promocodes/export_all", loyalty_id=p["id"]) for p in programs},
         "databases": api.ok("databases/list"),
         "tokens": api.ok("tokens/list"),
+        "webhooks": api.ok("webhooks/list"),
     }
 
 
@@ -128,10 +136,16 @@ def replayed(response: Any) -> bool:
 
 
 def test_every_writing_method_takes_a_key_but_tokens_create() -> None:
-    """Writing = a capability that may change something; tokens/create's answer holds a secret that is never kept,
-    and tokens/list only reads."""
+    """Writing = a capability that may change something; the answers of tokens/create and webhooks/create hold a
+    secret that is never kept, and tokens/list, webhooks/list and webhooks/deliveries only read."""
     writes = {method.path.removeprefix("/api/v1.1/") for method in METHODS if method.capability.writes}
-    assert set(WRITING) == writes - {"tokens/create", "tokens/list"}
+    assert set(WRITING) == writes - {
+        "tokens/create",
+        "tokens/list",
+        "webhooks/create",
+        "webhooks/list",
+        "webhooks/deliveries",
+    }
 
 
 @pytest.mark.parametrize("method", WRITING)
@@ -234,6 +248,8 @@ def test_read_only_methods_ignore_the_key_entirely(api: Api, method: str) -> Non
     if method == "profiles/get":
         fields = {"db_id": api.database(), "email": ANN}
         api.profile(fields["db_id"], ANN)
+    if method == "webhooks/deliveries":
+        fields = {"id": _webhook(api)}
     invalid = post_json(api, method, {**fields, "idempotency_key": 42}, Idempotency_Key="x" * 300)
     valid = post_json(api, method, fields, Idempotency_Key=KEY)
     again = post_json(api, method, fields, Idempotency_Key=KEY)
@@ -249,6 +265,16 @@ def test_tokens_create_ignores_the_key_its_answer_holds_a_secret(api: Api) -> No
     assert not replayed(second)
     unchecked = post_json(api, "tokens/create", {"role": "read"}, Idempotency_Key="")
     assert envelope(unchecked)["error"] == 0
+
+
+def test_webhooks_create_ignores_the_key_its_answer_holds_a_secret(api: Api) -> None:
+    fields = {"url": "https://shop.example/hooks", "events": ["code.attached"]}
+    first = post_json(api, "webhooks/create", fields, Idempotency_Key=KEY)
+    second = post_json(api, "webhooks/create", fields, Idempotency_Key=KEY)
+    assert envelope(first)["data"]["secret"] != envelope(second)["data"]["secret"]
+    assert envelope(first)["data"]["id"] != envelope(second)["data"]["id"]
+    assert not replayed(second)
+    assert envelope(post_json(api, "webhooks/create", fields, Idempotency_Key=""))["error"] == 0
 
 
 @pytest.mark.parametrize(

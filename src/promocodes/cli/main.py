@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from promocodes.cli import backup, codes, databases, programs, status, tokens
+from promocodes.cli import backup, codes, databases, programs, status, tokens, webhooks
 from promocodes.cli.common import (
     DEFAULT_DATABASE_URL,
     DatabaseUrl,
@@ -42,6 +42,7 @@ app = typer.Typer(
 app.add_typer(tokens.app, name="token")
 app.add_typer(programs.app, name="program")
 app.add_typer(databases.app, name="database")
+app.add_typer(webhooks.app, name="webhooks")
 app.command("import")(codes.import_codes)
 app.command("export")(codes.export)
 app.command("generate")(codes.generate)

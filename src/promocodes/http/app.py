@@ -59,6 +59,7 @@ from promocodes.service.idempotency import FIELD, HEADER, IdempotentRetries, ide
 from promocodes.service.promocodes import IN_THREAD_ITEMS
 from promocodes.store import Store, open_store
 from promocodes.store.claims import Answer, Replay
+from promocodes.webhooks.worker import Deliverer, delivering
 
 T = TypeVar("T")
 
@@ -275,6 +276,13 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     sys.setswitchinterval(0.001)
     store = store or open_store(settings.database_url, settings.pool_size, settings.db_timeout)
     pipeline = RequestPipeline(Services(store, settings.token_cache_seconds), settings)
+    # Webhook deliveries run beside the requests, never inside one (docs/api.md#webhooks).
+    deliverer = Deliverer(
+        store,
+        timeout=settings.webhook_timeout_seconds,
+        retry_base=settings.webhook_retry_seconds,
+        poll=settings.webhook_poll_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -282,7 +290,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
         try:
             if migrate:
                 await store.migrate()
-            async with metrics.sampling(store), purging(pipeline.retries):
+            async with metrics.sampling(store), purging(pipeline.retries), delivering(deliverer):
                 yield
         finally:
             await store.close()
@@ -303,4 +311,5 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     # `/get/` is an unknown method (404 in the envelope), not a redirect an API client would not follow with a body.
     app.router.redirect_slashes = False
     app.state.services = pipeline.services  # for tests that look inside
+    app.state.deliverer = deliverer
     return app

@@ -281,6 +281,49 @@ _METHODS = (
         response=schemas.TokenView,
         summary="Revoke a token",
     ),
+    Method(
+        "/api/v1.1/webhooks/create",
+        schemas.WebhookCreate,
+        Capability.MANAGE,
+        lambda s, p, r: s.webhooks.create(p, r),
+        response=schemas.WebhookView,
+        summary="Create a webhook; the only answer that shows its signing secret",
+        takes_key=False,  # its answer holds the secret, which is never kept in an idempotent answer
+    ),
+    Method(
+        "/api/v1.1/webhooks/list",
+        schemas.Empty,
+        Capability.MANAGE,
+        lambda s, p, r: s.webhooks.list(p),
+        response=list[schemas.WebhookView],
+        summary="List the account's webhooks (never their secrets)",
+        takes_key=False,  # reads only, though only an administrator may
+    ),
+    Method(
+        "/api/v1.1/webhooks/update",
+        schemas.WebhookUpdate,
+        Capability.MANAGE,
+        lambda s, p, r: s.webhooks.update(p, r),
+        response=schemas.WebhookView,
+        summary="Change a webhook's URL, event types, description or active flag",
+    ),
+    Method(
+        "/api/v1.1/webhooks/delete",
+        schemas.WebhookRef,
+        Capability.MANAGE,
+        lambda s, p, r: s.webhooks.delete(p, r),
+        response=None,
+        summary="Delete a webhook and the deliveries it still owes",
+    ),
+    Method(
+        "/api/v1.1/webhooks/deliveries",
+        schemas.WebhookDeliveriesRequest,
+        Capability.MANAGE,
+        lambda s, p, r: s.webhooks.deliveries(p, r),
+        response=list[schemas.DeliveryView],
+        summary="A webhook's most recent deliveries, newest first, with their state",
+        takes_key=False,  # reads only, though only an administrator may
+    ),
 )
 
 #: Every API method, as the pipeline and the OpenAPI document read them.

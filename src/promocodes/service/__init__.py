@@ -9,6 +9,7 @@ from promocodes.service.profiles import ProfileService
 from promocodes.service.programs import ProgramService
 from promocodes.service.promocodes import PromocodeService
 from promocodes.service.tokens import TokenService
+from promocodes.service.webhooks import WebhookService
 from promocodes.store import Store
 
 
@@ -23,4 +24,5 @@ class Services:
         self.promocodes = PromocodeService(store, self.programs, self.profiles)
         self.tokens = TokenService(store, self.authenticator)
         self.accounts = AccountService(store)
+        self.webhooks = WebhookService(store)
         self.migrations = MigrationService(store)

@@ -3,9 +3,9 @@
 
 :class:`Store` is composed here from one mixin per domain, each over ``store.base.StoreBase`` and holding its own SQL
 and locks: ``store.accounts``, ``store.programs``, ``store.profiles``, ``store.codes``, ``store.events`` (the
-codes' history) and ``store.idempotency`` (row mapping they share is in ``store.rows``; the transaction that keeps
-an idempotent answer with its change is in ``store.claims``). The adapters, ``store.sqlite`` and
-``store.postgres``, subclass it."""
+codes' history), ``store.webhooks`` (webhooks and their outbox) and ``store.idempotency`` (row mapping they share is
+in ``store.rows``; the transaction that keeps an idempotent answer with its change is in ``store.claims``). The
+adapters, ``store.sqlite`` and ``store.postgres``, subclass it."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from promocodes.store.events import EventStore
 from promocodes.store.idempotency import IdempotencyStore
 from promocodes.store.profiles import ProfileStore
 from promocodes.store.programs import ProgramStore
+from promocodes.store.webhooks import WebhookStore
 
 __all__ = ["Store", "open_store", "sqlite_path"]
 
 
-class Store(AccountStore, ProgramStore, ProfileStore, CodeStore, EventStore, IdempotencyStore):
+class Store(AccountStore, ProgramStore, ProfileStore, CodeStore, EventStore, IdempotencyStore, WebhookStore):
     """The storage interface: what the service may ask of a database, as whole operations (one per method, see
     ``store.base``). Each adapter provides the lifecycle of ``StoreBase``."""
 

@@ -22,7 +22,7 @@ from promocodes.domain.times import format_rfc3339, from_micros, to_micros
 from promocodes.errors import ChangedMeanwhile, Conflict, NotFound
 from promocodes.models import Actor, CodeEventKind, CodeState, ExportedCode, Generation, ImportOutcome, Outcome
 from promocodes.store.base import Connection, Row, StoreBase, _Rollback, bulk_operation, operation, read_operation
-from promocodes.store.events import forget, record, set_details
+from promocodes.store.events import forget, record, record_pool_low, set_details
 from promocodes.store.rows import _binding, _flag, _time
 
 _CODE_STATE = """
@@ -307,10 +307,13 @@ class CodeStore(StoreBase):
                     at,
                 )
                 if code_id is not None:
-                    await conn.fetchval(
-                        "UPDATE codes SET attached_count = attached_count + 1 WHERE id = $1 RETURNING id", code_id
+                    count = await conn.fetchval(
+                        "UPDATE codes SET attached_count = attached_count + 1 WHERE id = $1 RETURNING attached_count",
+                        code_id,
                     )
                     await record(conn, CodeEventKind.ATTACHED, actor, at, program_id, code_id, profile_pk)
+                    if count == 1:  # its first binding: the code left the free pool (docs/api.md#webhooks)
+                        await record_pool_low(conn, program_id, at, actor)
                     return Outcome.DONE
             else:
                 code_id = await conn.fetchval(
@@ -474,7 +477,8 @@ async def _import_one(
 
 
 async def _bind(conn: Connection, program_id: int, code_id: int, profile_pk: int, at: int, actor: Actor) -> None:
-    """Bind a code just claimed (``attached_count`` 0 → 1) to the profile, and record ``attached``."""
+    """Bind a code just claimed (``attached_count`` 0 → 1) to the profile, and record ``attached`` — then, as the
+    free pool just shrank, ``pool_low`` when it crossed the program's threshold (``store.events.record_pool_low``)."""
     await conn.fetchval(
         "INSERT INTO code_bindings (code_id, profile_pk, attached) VALUES ($1, $2, $3) RETURNING id",
         code_id,
@@ -482,6 +486,7 @@ async def _bind(conn: Connection, program_id: int, code_id: int, profile_pk: int
         at,
     )
     await record(conn, CodeEventKind.ATTACHED, actor, at, program_id, code_id, profile_pk)
+    await record_pool_low(conn, program_id, at, actor)
 
 
 async def _code_state(conn: Connection, program_id: int, key: str, profile_pk: int | None) -> CodeState | None:

@@ -7,6 +7,10 @@ what those operations call (``store.codes``, ``store.profiles``); :class:`EventS
 A code's history is the events naming it (``code_events.code_id``) plus the batch event that created it
 (``codes.created_event``): an import writes ONE ``created`` event for all the codes it stores, not one per code,
 which keeps a million-code import a bulk insert.
+
+Webhooks (docs/api.md#webhooks): an event whose kind has a webhook type (``models.WEBHOOK_TYPES``; ``created`` has
+none) is owed, by the same call and so in the same transaction, to every subscribed webhook
+(``store.webhooks.enqueue``). A program event — ``pool_low``, written by :func:`record_pool_low` — names no code.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from typing import Any
 
 import msgspec
 
-from promocodes.models import Actor, CodeEvent, CodeEventKind
+from promocodes.models import WEBHOOK_TYPES, Actor, CodeEvent, CodeEventKind
 from promocodes.store.base import Connection, StoreBase, read_operation, vanished
 from promocodes.store.rows import _time
+from promocodes.store.webhooks import enqueue
 
 _COLUMNS = "program_id, code_id, time, event, token_id, token_name, details"
 _SHOWN = "id, time, event, token_id, token_name, profile_id, database_id, details"
@@ -38,8 +43,11 @@ async def record(
     details: dict[str, Any] | None = None,
 ) -> int:
     """Insert one event and return its id. ``code_id`` None: a batch event (an import's ``created``), which the
-    codes point at instead. With ``profile_pk``, the profile's ``profile_id`` and ``database_id`` are copied into
-    the event (values, not references: the history outlives the profile)."""
+    codes point at instead, or a program event (``pool_low``). With ``profile_pk``, the profile's ``profile_id``
+    and ``database_id`` are copied into the event (values, not references: the history outlives the profile).
+
+    Writes, in the caller's transaction: the ``code_events`` row, then — for a kind with a webhook type — the
+    ``webhook_deliveries`` rows of the subscribed webhooks (one ``INSERT … SELECT``, ``store.webhooks.enqueue``)."""
     args = (program_id, code_id, at, event.value, actor.token_id, actor.token_name, _details(details))
     if profile_pk is None:
         event_id: int | None = await conn.fetchval(
@@ -57,17 +65,46 @@ async def record(
         # removed one in this transaction, so this cannot happen; if it ever did, the change is undone rather than
         # recorded without its profile.
         raise vanished()
+    kind = WEBHOOK_TYPES.get(event)
+    if kind is not None:
+        await enqueue(conn, event_id, kind, program_id, code_id, at)
     return event_id
+
+
+async def record_pool_low(conn: Connection, program_id: int, at: int, actor: Actor) -> None:
+    """After an attach took a free code (``attached_count`` 0 → 1), in its transaction: when the program has a
+    ``pool_low_threshold`` T and its free codes now number exactly T - 1, the count has just crossed below T, so
+    record the program event ``pool_low`` (``{"free": T - 1, "threshold": T}``) with its webhook deliveries
+    (docs/api.md#webhooks).
+
+    The count stops at T (``LIMIT``), so it costs at most T index steps whatever the pool's size. Free here means
+    bound to nobody (``attached_count = 0``). No lock is taken, on purpose (attaches must not queue on the program):
+    on PostgreSQL two concurrent attaches that each see only their own claim both count T - 1 and both fire, so
+    the event may arrive more than once per crossing — at least once, never zero times, since the attach that
+    counts first cannot see the other's uncommitted claim. Receivers treat a repeated ``pool_low`` as one warning.
+    """
+    threshold: int | None = await conn.fetchval("SELECT pool_low_threshold FROM programs WHERE id = $1", program_id)
+    if not threshold:
+        return
+    free: int = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM codes WHERE program_id = $1 AND attached_count = 0 LIMIT $2) AS free",
+        program_id,
+        threshold,
+    )
+    if free == threshold - 1:
+        details = {"free": free, "threshold": threshold}
+        await record(conn, CodeEventKind.POOL_LOW, actor, at, program_id, None, details=details)
 
 
 async def record_released(conn: Connection, profile_pk: int, at: int, actor: Actor) -> None:
     """Record ``detached`` for every code the profile holds without an activation, as a forced profile delete
-    releases them (docs/api.md#history); called before the bindings are removed, in the same transaction."""
-    await conn.fetch(
+    releases them (docs/api.md#history); called before the bindings are removed, in the same transaction. Each
+    event is owed to the subscribed webhooks like any other (``store.webhooks.enqueue``, one statement per event)."""
+    released = await conn.fetch(
         f"INSERT INTO code_events ({_COLUMNS}, profile_id, database_id) "
         "SELECT c.program_id, c.id, $2, $3, $4, $5, $6, p.profile_id, p.database_id "
         "FROM code_bindings b JOIN codes c ON c.id = b.code_id JOIN profiles p ON p.id = b.profile_pk "
-        "WHERE b.profile_pk = $1 AND b.activated IS NULL ORDER BY b.id RETURNING id",
+        "WHERE b.profile_pk = $1 AND b.activated IS NULL ORDER BY b.id RETURNING id, program_id, code_id",
         profile_pk,
         at,
         CodeEventKind.DETACHED.value,
@@ -75,6 +112,8 @@ async def record_released(conn: Connection, profile_pk: int, at: int, actor: Act
         actor.token_name,
         _details({"reason": "profile deleted"}),
     )
+    for row in sorted(released, key=lambda row: row["id"]):
+        await enqueue(conn, row["id"], WEBHOOK_TYPES[CodeEventKind.DETACHED], row["program_id"], row["code_id"], at)
 
 
 async def set_details(conn: Connection, event_id: int, details: dict[str, Any]) -> None:
