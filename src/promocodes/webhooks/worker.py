@@ -31,6 +31,7 @@ from datetime import timedelta
 import httpx2
 from prometheus_client import Counter
 
+from promocodes.background import running
 from promocodes.domain.times import from_micros, utcnow
 from promocodes.models import DueDelivery
 from promocodes.store import Store
@@ -157,11 +158,8 @@ class Deliverer:
 async def delivering(deliverer: Deliverer) -> AsyncIterator[Deliverer]:
     """While the app runs: the worker's loop as a task; at the end, stop it and release the lease (an attempt cut
     short stays pending and is sent again: at least once)."""
-    task = asyncio.create_task(deliverer.run())
     try:
-        yield deliverer
+        async with running(deliverer.run):
+            yield deliverer
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await deliverer.release()
