@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -12,9 +13,10 @@ DEFAULT_DATABASE_URL = "sqlite:///promocodes.db"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
-def _setting(default: Any, help: str) -> Any:
-    """A setting's default, with the one sentence that documents it (``--help``, ``promocodes config``)."""
-    return field(default=default, metadata={"help": help})
+def _setting(default: Any, help: str, *, secret: bool = False) -> Any:
+    """A setting's default, with the one sentence that documents it (``--help``, ``promocodes config``); a
+    ``secret`` one is never printed (``promocodes config`` shows it as ``***`` when set)."""
+    return field(default=default, metadata={"help": help, "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,12 @@ class Settings:
         10.0, "Seconds before a failed webhook delivery's first retry; each later retry waits twice as long."
     )
     webhook_poll_seconds: float = _setting(1.0, "Seconds between two looks at the webhook outbox for due deliveries.")
+    console_secret: str = _setting(
+        "",
+        "Key that signs the web console's session cookies; unset = random per process (sessions then end at a "
+        "restart and do not span workers).",
+        secret=True,
+    )
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -79,6 +87,16 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """The same settings as environment variables, for worker processes started by uvicorn."""
         return {env_name(setting.name): str(getattr(self, setting.name)) for setting in fields(self)}
+
+
+def shown_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as they may be printed: the database password masked, a secret set shown as ``***``."""
+    shown = dataclasses.asdict(settings)
+    shown["database_url"] = mask_password(settings.database_url)
+    for setting in fields(settings):
+        if setting.metadata.get("secret") and shown[setting.name]:
+            shown[setting.name] = "***"
+    return shown
 
 
 def env_name(setting: str) -> str:

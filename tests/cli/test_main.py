@@ -269,11 +269,14 @@ def test_serve_never_prints_the_database_password(postgres_url: str, monkeypatch
 
 
 def _changed(settings: Settings) -> dict[str, Any]:
-    """A value different from the default for every setting except the database URL."""
+    """A value different from the default for every setting except the database URL (text: a suffix added)."""
     changed: dict[str, Any] = {}
     for setting in dataclasses.fields(Settings):
         default = getattr(settings, setting.name)
-        if setting.name != "database_url":
+        if isinstance(default, str):
+            if setting.name != "database_url":
+                changed[setting.name] = default + "-changed"
+        else:
             changed[setting.name] = default * 2 + 1 if isinstance(default, int) else default * 2 + 0.5
     return changed
 

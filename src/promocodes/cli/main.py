@@ -6,7 +6,6 @@ administrator of the account concerned. Every error is one line on stderr and a 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 from importlib.metadata import version
@@ -27,7 +26,7 @@ from promocodes.cli.common import (
     sqlite_file,
 )
 from promocodes.cli.settings import with_settings
-from promocodes.config import Settings, env_name, mask_password
+from promocodes.config import Settings, env_name, mask_password, shown_settings
 from promocodes.models import Role
 
 app = typer.Typer(
@@ -109,8 +108,8 @@ def show_config(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Print the settings in force — from the flags given here and the PROMOCODES_* environment — with the
-    database password masked."""
-    shown = {**dataclasses.asdict(settings), "database_url": mask_password(settings.database_url)}
+    database password masked and secrets hidden."""
+    shown = shown_settings(settings)
     if as_json:
         print_json(shown)
         return

@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from promocodes.config import Settings
+from promocodes.console import console_mount
 from promocodes.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -303,7 +304,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None, 
     routes.append(Route(OPENAPI_PATH, openapi_endpoint, methods=["GET"]))
     routes.extend(docs_routes())
     app = Starlette(
-        routes=routes,
+        routes=[*routes, console_mount(pipeline)],  # the web console at /console (docs/console.md)
         lifespan=lifespan,
         middleware=[Middleware(AccessLog, observe=metrics.observe, method_labels=_METHOD_LABELS)],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
