@@ -121,11 +121,10 @@ class Console:
 
     async def _principal(self, session: Session | None) -> Principal | None:
         """The signed-in token's principal, read again on every page so that a revoked token ends its sessions.
-        The cookie holds the token's hash, which is what the database keeps (service/auth.py's token_hash), so
-        the store is asked directly rather than through the authenticator, which takes the token itself."""
+        The cookie holds the token's hash, which is what the database keeps (service/auth.py's token_hash)."""
         if session is None or session.token_digest is None:
             return None
-        return await self.services.store.principal_for(session.token_digest)
+        return await self.services.authenticator.principal_of_digest(session.token_digest)
 
     def _context(self, request: Request, session: Session, principal: Principal | None, **page: Any) -> dict[str, Any]:
         can_write = principal is not None and Capability.WRITE_CODES in ROLE_CAPABILITIES[principal.role]

@@ -62,6 +62,12 @@ class Authenticator:
             self._remembered[digest] = (now + self.ttl, principal)
         return principal
 
+    async def principal_of_digest(self, digest: str) -> Principal | None:
+        """The principal of the token whose hash is ``digest``, read from the database every time (never the
+        cache: the console, which keeps only the hash in its session cookie, asks on every page, so that a revoked
+        token ends its sessions at once); None for a token unknown or revoked."""
+        return await self.store.principal_for(digest)
+
     def forget(self) -> None:
         """Called on revocation: the next request of every token is checked against the database again."""
         self._remembered.clear()
