@@ -821,3 +821,37 @@ async def test_a_change_of_a_code_and_a_forced_program_delete_do_not_deadlock(
 
     assert (changed, deleted) == (Outcome.DONE, True)  # one after the other: neither aborted
     assert await store.code_history(program_id, "A", 0, 10) is None  # the code went with its program
+
+
+@POSTGRES_ONLY
+async def test_a_forced_profile_delete_waiting_for_a_detach_releases_the_code_once(
+    stores: list[Store], database_url: str
+) -> None:
+    """A detach of one of the profile's codes is caught between its claim (``attached_count`` 1 → 0) and its
+    commit; the forced delete starts and waits; the detach commits. The delete must not release that code a second
+    time (``attached_count`` -1 broke its CHECK) nor record a second ``detached`` for it."""
+    store = stores[0]
+    program_id, db_id = await setup(store, ["KEEP", "GONE"])
+    (pk,) = await make_profiles(stores, db_id, 1)
+    for code in ("KEEP", "GONE"):
+        assert await store.attach_code(program_id, code, code, pk, False, False, NOW, actor=ACTOR) is Outcome.DONE
+    detacher = await asyncpg.connect(database_url)
+    try:
+        async with detacher.transaction():
+            # What `detach` does, held open: the claim on the code, then the binding removed.
+            code_id = await detacher.fetchval(
+                "UPDATE codes SET attached_count = 0 WHERE program_id = $1 AND code_key = 'GONE' RETURNING id",
+                program_id,
+            )
+            await detacher.execute("DELETE FROM code_bindings WHERE code_id = $1", code_id)
+            delete = asyncio.create_task(store.delete_profile(pk, True, NOW, actor=ACTOR))
+            await until_waiting(detacher, 1)
+        assert await delete is True
+    finally:
+        await detacher.close()
+    stats = await store.program_stats(program_id, NOW)
+    assert (stats.free, stats.attached) == (2, 0)
+    gone = await store.code_history(program_id, "GONE", 0, 100)
+    assert gone is not None and [event.event for event in gone].count(CodeEventKind.DETACHED) == 0
+    kept = await store.code_history(program_id, "KEEP", 0, 100)
+    assert kept is not None and [event.event for event in kept].count(CodeEventKind.DETACHED) == 1

@@ -200,7 +200,12 @@ class ProfileStore(StoreBase):
         delete refuse instead of failing on the foreign key. With ``force``, the programs of the codes to release
         are then taken (``share_row``) before any code row, as every writer of events does (see ``store.codes``):
         no new binding can appear meanwhile (the profile row is held), and a forced ``programs/delete`` either
-        runs first — its cascade removes those bindings — or waits for this transaction."""
+        runs first — its cascade removes those bindings — or waits for this transaction. Then the codes to release
+        (``lock_row``) and their bindings (``lock_for_delete``): a ``detach`` or ``activate`` of one of them that is
+        in flight is waited for, and the statements after the locks read its outcome — a binding it removed or
+        activated is no longer among those released, so no code's count is decremented twice (which broke its
+        CHECK) and no released code gets a second ``detached`` event. With the rows held, the set released,
+        recorded and deleted is the same in every statement that follows."""
         try:
             async with conn.transaction():
                 await conn.fetchval(f"SELECT id FROM profiles WHERE id = $1{conn.lock_for_delete}", profile_pk)
@@ -209,6 +214,20 @@ class ProfileStore(StoreBase):
                         "SELECT id FROM programs WHERE id IN ("
                         "  SELECT c.program_id FROM code_bindings b JOIN codes c ON c.id = b.code_id"
                         f"  WHERE b.profile_pk = $1 AND b.activated IS NULL) ORDER BY id{conn.share_row}",
+                        profile_pk,
+                    )
+                    # Then the codes, then the bindings, in that order (as every writer does). A detach or an
+                    # activation in flight on one of them is waited for here; each later statement reads what it
+                    # committed, so a code it released meanwhile is left out instead of released a second time.
+                    await conn.fetch(
+                        "SELECT id FROM codes WHERE id IN ("
+                        "  SELECT code_id FROM code_bindings WHERE profile_pk = $1 AND activated IS NULL)"
+                        f" ORDER BY id{conn.lock_row}",
+                        profile_pk,
+                    )
+                    await conn.fetch(
+                        "SELECT id FROM code_bindings WHERE profile_pk = $1 AND activated IS NULL"
+                        f" ORDER BY id{conn.lock_for_delete}",
                         profile_pk,
                     )
                     await record_released(conn, profile_pk, to_micros(now), actor)
