@@ -42,6 +42,12 @@ def step(api: Api) -> Callable[[], None]:
     return lambda: api.client.run(asyncio.sleep(0.05))  # type: ignore[attr-defined]
 
 
+def settled(api: Api, hook_id: int, count: int) -> Callable[[], bool]:
+    """The server has recorded ``count`` deliveries of the webhook as delivered. The receiver sees a delivery before
+    the worker writes its outcome, so a test that reads the outcome waits for this too."""
+    return lambda: [item["state"] for item in api.ok("webhooks/deliveries", id=hook_id)] == ["delivered"] * count
+
+
 def subscribe(api: Api, receiver: Receiver, *events: str) -> dict[str, Any]:
     created: dict[str, Any] = api.ok("webhooks/create", url=receiver.url, events=list(events))
     return created
@@ -101,6 +107,7 @@ def test_receiver_down_then_up_every_event_arrives_and_ids_reveal_duplicates(api
     receiver.up()
 
     wait_until(lambda: len({event["id"] for event in receiver.delivered()}) == 6, step(api))
+    wait_until(settled(api, hook_id, 6), step(api))
     delivered = receiver.delivered()
     assert Counter(event["type"] for event in {event["id"]: event for event in delivered}.values()) == {
         "code.attached": 3,
@@ -117,6 +124,7 @@ def test_a_hanging_receiver_times_out_and_the_delivery_is_retried(api: Api, rece
     attach(api, loyalty_id, db_id, "H-1")
 
     wait_until(lambda: len(receiver.delivered()) == 1, step(api))
+    wait_until(settled(api, hook["id"], 1), step(api))
     hung, retried = receiver.received
     assert hung.status is None and retried.status == 204 and hung.body == retried.body  # the same bytes
     (delivery,) = api.ok("webhooks/deliveries", id=hook["id"])
@@ -132,6 +140,7 @@ def test_one_codes_events_arrive_in_order_even_when_the_first_failed(api: Api, r
     api.ok("promocodes/update", loyalty_id=loyalty_id, code="O-1", activated=False)
 
     wait_until(lambda: len(receiver.delivered()) == 3, step(api))
+    wait_until(settled(api, hook["id"], 3), step(api))
     assert receiver.received[0].status == 500 and receiver.received[0].event["type"] == "code.attached"
     assert [event["type"] for event in receiver.delivered()] == ["code.attached", "code.activated", "code.deactivated"]
     attempts = sorted(item["attempts"] for item in api.ok("webhooks/deliveries", id=hook["id"]))
