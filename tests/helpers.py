@@ -161,20 +161,9 @@ def scripted(batches: Iterable[Sequence[str]]) -> tuple[Draw, list[int]]:
 async def count_rows(database_url: str, table: str) -> int:
     """How many rows a table holds, read through a connection of its own (for what no store operation shows, such
     as events that name no code)."""
-    path = sqlite_path(database_url)
-    if path is not None:
-        raw = sqlite3.connect(path)
-        try:
-            count: int = raw.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-        finally:
-            raw.close()
-        return count
-    conn = await asyncpg.connect(database_url)
-    try:
-        counted: int = await conn.fetchval(f"SELECT count(*) FROM {table}")
-    finally:
-        await conn.close()
-    return counted
+    [row] = await sql_rows(database_url, f"SELECT count(*) AS n FROM {table}")
+    count: int = row["n"]
+    return count
 
 
 async def sql_rows(database_url: str, query: str, *args: Any) -> list[dict[str, Any]]:
