@@ -138,14 +138,10 @@ def replayed(response: Any) -> bool:
 def test_every_writing_method_takes_a_key_but_tokens_create() -> None:
     """Writing = a capability that may change something; the answers of tokens/create and webhooks/create hold a
     secret that is never kept, and tokens/list, webhooks/list and webhooks/deliveries only read."""
-    writes = {method.path.removeprefix("/api/v1.1/") for method in METHODS if method.capability.writes}
-    assert set(WRITING) == writes - {
-        "tokens/create",
-        "tokens/list",
-        "webhooks/create",
-        "webhooks/list",
-        "webhooks/deliveries",
-    }
+    may_write = {method.path.removeprefix("/api/v1.1/") for method in METHODS if method.capability.writes}
+    writes = {method.path.removeprefix("/api/v1.1/") for method in METHODS if method.writes}
+    assert may_write - writes == {"tokens/list", "webhooks/list", "webhooks/deliveries"}
+    assert set(WRITING) == writes - {"tokens/create", "webhooks/create"}
 
 
 @pytest.mark.parametrize("method", WRITING)

@@ -36,16 +36,23 @@ class Method(Generic[Req]):
     #: looks an object up by what the client sends (a code, a program): its misses count towards the failed
     #: look-up limit (429), which is what makes guessing codes slow (docs/api.md#rate-limits)
     guessable: bool = False
-    #: False for a method whose capability may write but which takes no ``Idempotency-Key``: its answer holds a
-    #: secret that is never stored (``tokens/create``), or it only reads (``tokens/list``)
-    takes_key: bool = True
+    #: True for a method that only reads although its capability is one that may write (an administrator's lists)
+    read_only: bool = False
+    #: False for a writing method whose answer holds a secret that is never stored (``tokens/create``): it cannot be
+    #: replayed, so it takes no ``Idempotency-Key``
+    keeps_answer: bool = True
+
+    @property
+    def writes(self) -> bool:
+        """Whether the method may change something: its capability may, and it does not say it only reads."""
+        return self.capability.writes and not self.read_only
 
     @property
     def idempotent(self) -> bool:
         """Whether a retry with the same ``Idempotency-Key`` gets the first answer again instead of executing
-        (docs/api.md#idempotent-retries): every method that writes, unless it says otherwise. Read-only methods
+        (docs/api.md#idempotent-retries): every method that writes and whose answer can be kept. Read-only methods
         ignore the key entirely."""
-        return self.takes_key and self.capability.writes
+        return self.writes and self.keeps_answer
 
     @functools.cached_property  # inspecting a struct evaluates its annotations: tens of ms per application
     def array_fields(self) -> frozenset[str]:
@@ -79,6 +86,8 @@ class ApiMethod(Protocol):
     def summary(self) -> str: ...
     @property
     def guessable(self) -> bool: ...
+    @property
+    def writes(self) -> bool: ...
     @property
     def idempotent(self) -> bool: ...
     @property
@@ -262,7 +271,7 @@ _METHODS = (
         lambda s, p, r: s.tokens.create(p, r),
         response=schemas.TokenView,
         summary="Create a token; the only answer that shows it",
-        takes_key=False,  # its answer holds the token, which is never stored
+        keeps_answer=False,  # its answer holds the token, which is never stored
     ),
     Method(
         "/api/v1.1/tokens/list",
@@ -271,7 +280,7 @@ _METHODS = (
         lambda s, p, r: s.tokens.list(p),
         response=list[schemas.TokenView],
         summary="List the account's tokens (never the tokens themselves)",
-        takes_key=False,  # reads only, though only an administrator may
+        read_only=True,  # though only an administrator may
     ),
     Method(
         "/api/v1.1/tokens/revoke",
@@ -288,7 +297,7 @@ _METHODS = (
         lambda s, p, r: s.webhooks.create(p, r),
         response=schemas.WebhookView,
         summary="Create a webhook; the only answer that shows its signing secret",
-        takes_key=False,  # its answer holds the secret, which is never kept in an idempotent answer
+        keeps_answer=False,  # its answer holds the secret, which is never kept in an idempotent answer
     ),
     Method(
         "/api/v1.1/webhooks/list",
@@ -297,7 +306,7 @@ _METHODS = (
         lambda s, p, r: s.webhooks.list(p),
         response=list[schemas.WebhookView],
         summary="List the account's webhooks (never their secrets)",
-        takes_key=False,  # reads only, though only an administrator may
+        read_only=True,  # though only an administrator may
     ),
     Method(
         "/api/v1.1/webhooks/update",
@@ -322,7 +331,7 @@ _METHODS = (
         lambda s, p, r: s.webhooks.deliveries(p, r),
         response=list[schemas.DeliveryView],
         summary="A webhook's most recent deliveries, newest first, with their state",
-        takes_key=False,  # reads only, though only an administrator may
+        read_only=True,  # though only an administrator may
     ),
 )
 
