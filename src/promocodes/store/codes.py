@@ -21,8 +21,19 @@ from promocodes.domain.templates import KeyPattern
 from promocodes.domain.times import format_rfc3339, from_micros, to_micros
 from promocodes.errors import ChangedMeanwhile, Conflict, NotFound
 from promocodes.models import Actor, CodeEventKind, CodeState, ExportedCode, Generation, ImportOutcome, Outcome
-from promocodes.store.base import Connection, Row, StoreBase, _Rollback, bulk_operation, operation, read_operation
+from promocodes.store.base import (
+    BULK_SECONDS_PER_ROW,
+    Connection,
+    Row,
+    StoreBase,
+    _Rollback,
+    bulk_operation,
+    operation,
+    read_operation,
+)
+from promocodes.store.claims import claim_pending
 from promocodes.store.events import forget, record, record_pool_low, set_details
+from promocodes.store.redemptions import Redemption, RedemptionGroups, redeem_group
 from promocodes.store.rows import _binding, _flag, _time
 
 _CODE_STATE = """
@@ -202,9 +213,25 @@ class CodeStore(StoreBase):
     ) -> CodeState | None:
         return await _code_state(conn, program_id, key, profile_pk)
 
-    @operation
+    #: the grouping of concurrent activations (``store.redemptions``), set by the PostgreSQL adapter; None: each
+    #: activation is its own operation (SQLite's writer already commits concurrent operations as one group)
+    _redemptions: RedemptionGroups | None = None
+
     async def activate(
-        self, conn: Connection, program_id: int, key: str, profile_pk: int | None, now: datetime, *, actor: Actor
+        self, program_id: int, key: str, profile_pk: int | None, now: datetime, *, actor: Actor
+    ) -> Outcome:
+        """Redeem a code (docs/api.md#activate): on its own (:meth:`_activate_alone`), or — on PostgreSQL, when
+        other activations arrive at the same moment — in one transaction with them (``store.redemptions``), which
+        gives it the same outcome. A request with an idempotency claim always runs on its own: its answer is
+        written in its own transaction (``store.claims``)."""
+        at = to_micros(now)
+        if self._redemptions is None or claim_pending():
+            return await self._activate_alone(program_id, key, profile_pk, at, actor)
+        return await self._redemptions.activate(program_id, key, profile_pk, at, actor)
+
+    @operation
+    async def _activate_alone(
+        self, conn: Connection, program_id: int, key: str, profile_pk: int | None, at: int, actor: Actor
     ) -> Outcome:
         """Redeem a code: ONE conditional ``UPDATE`` (attached, not activated, not expired, and bound to
         ``profile_pk`` when one is named), and its ``activated`` event, in one transaction.
@@ -215,10 +242,35 @@ class CodeStore(StoreBase):
         SQLite write transactions are serial), so exactly one of them matches — and only that one writes the
         event, right after its ``UPDATE``. The read that explains a refusal changes nothing.
         """
-        at = to_micros(now)
         async with conn.transaction():
             await _share_program(conn, program_id)
             return await _activate(conn, program_id, key, profile_pk, at, actor)
+
+    def _group_redemptions(self) -> RedemptionGroups:
+        """The PostgreSQL adapter's grouping of activations, over this store's operations."""
+
+        async def alone(redemption: Redemption) -> Outcome:
+            return await self._activate_alone(
+                redemption.program_id, redemption.key, redemption.profile_pk, redemption.at, redemption.actor
+            )
+
+        return RedemptionGroups(self._activate_group, alone)
+
+    async def _activate_group(self, group: list[Redemption]) -> list[Outcome]:
+        """One transaction for the group (``store.redemptions.redeem_group``); each request not activated is then
+        explained, in the same transaction, by the single path's read."""
+
+        async def work(conn: Connection) -> list[Outcome]:
+            async with conn.transaction():
+                done = await redeem_group(conn, group)
+                return [
+                    Outcome.DONE
+                    if i in done
+                    else await _not_activated(conn, redemption.program_id, redemption.key, redemption.profile_pk)
+                    for i, redemption in enumerate(group)
+                ]
+
+        return await self._run(work, extra_time=len(group) * BULK_SECONDS_PER_ROW)
 
     @operation
     async def update_code(
@@ -534,6 +586,11 @@ async def _activate(
             conn, CodeEventKind.ACTIVATED, actor, at, program_id, activated["code_id"], activated["profile_pk"]
         )
         return Outcome.DONE
+    return await _not_activated(conn, program_id, key, profile_pk)
+
+
+async def _not_activated(conn: Connection, program_id: int, key: str, profile_pk: int | None) -> Outcome:
+    """Why the conditional ``UPDATE`` of an activation matched no row: a read, which changes nothing."""
     state = await _code_state(conn, program_id, key, profile_pk)
     if state is None:
         return Outcome.NO_CODE

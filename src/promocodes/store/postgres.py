@@ -143,6 +143,9 @@ class PostgresStore(Store):
         self.timeout = timeout
         self._pool: asyncpg.Pool | None = None
         self._operations = 0  # running or waiting for a connection (``load``)
+        # Concurrent activations share transactions (store.redemptions): each commit here costs a round trip and a
+        # WAL flush, which a group pays once.
+        self._redemptions = self._group_redemptions()
 
     async def open(self) -> None:
         """Connect the pool's first connection, within the timeout (a frozen server must not stall the start)."""
