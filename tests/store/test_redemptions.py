@@ -232,3 +232,21 @@ async def test_an_activation_with_an_idempotency_key_keeps_its_answer_among_grou
         finally:
             CLAIM.reset(token)
         assert replayed.value.answer == render(Outcome.DONE)
+
+
+async def test_a_paused_program_refuses_activations_judged_in_their_own_transaction(store: Store) -> None:
+    """The service reads the program before it asks the store; a pause committed in between must still refuse the
+    activation: the store judges the program's state in the activation's own transaction (alone or in a group)."""
+    program_id, _, _ = await mixed_program(store)
+    account_id = await store.ensure_account("acme", NOW)
+    paused = await store.update_program(account_id, program_id, {"active": False}, lambda program: False)
+    assert paused and not paused.active
+
+    alone = await store.activate(program_id, FRESH[0], None, NOW, actor=CASHIER)
+    together = await asyncio.gather(
+        *(store.activate(program_id, code, None, NOW, actor=CASHIER) for code in [*FRESH[1:], "NOWHERE"])
+    )
+
+    assert alone is Outcome.PROGRAM_INACTIVE
+    assert together == [Outcome.PROGRAM_INACTIVE] * (len(FRESH) - 1) + [Outcome.NO_CODE]
+    assert (await store.program_stats(program_id, NOW)).activated == 1  # USED, activated before the pause

@@ -66,6 +66,8 @@ _REFUSALS: dict[Outcome, tuple[type[PromocodeError], str]] = {
 def _fail(outcome: Outcome, code: str, program_id: int) -> PromocodeError:
     if outcome is Outcome.NO_CODE:
         return NotFound(f"Promo code {code!r} not found in program {program_id}")
+    if outcome is Outcome.PROGRAM_INACTIVE:
+        return Conflict(f"Program {program_id} is inactive")
     error, text = _REFUSALS[outcome]
     return error(text)
 

@@ -572,6 +572,7 @@ async def _activate(
             WHERE c.program_id = $1 AND c.code_key = $2 AND b.activated IS NULL
               AND (c.expire_date IS NULL OR c.expire_date > $3)
               AND (CAST($4 AS BIGINT) IS NULL OR b.profile_pk = $4)
+              AND EXISTS (SELECT 1 FROM programs WHERE id = $1 AND active)
             ORDER BY b.id LIMIT 1)
         AND activated IS NULL
         RETURNING code_id, profile_pk
@@ -590,10 +591,14 @@ async def _activate(
 
 
 async def _not_activated(conn: Connection, program_id: int, key: str, profile_pk: int | None) -> Outcome:
-    """Why the conditional ``UPDATE`` of an activation matched no row: a read, which changes nothing."""
+    """Why the conditional ``UPDATE`` of an activation matched no row: a read, which changes nothing. The program's
+    state is part of that ``UPDATE``'s condition, so a program paused after the service read it is judged as it
+    stands in this transaction (docs/api.md#order-of-checks: the code is looked for first)."""
     state = await _code_state(conn, program_id, key, profile_pk)
     if state is None:
         return Outcome.NO_CODE
+    if not await conn.fetchval("SELECT active FROM programs WHERE id = $1", program_id):
+        return Outcome.PROGRAM_INACTIVE
     binding = state.own if profile_pk is not None else state.latest
     if binding is None:
         return Outcome.NOT_ATTACHED if state.attached_count == 0 else Outcome.ATTACHED_ELSEWHERE

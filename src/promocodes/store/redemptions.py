@@ -175,6 +175,7 @@ WITH wanted AS (
         WHERE c.program_id = w.program_id AND c.code_key = w.key AND b.activated IS NULL
           AND (c.expire_date IS NULL OR c.expire_date > w.at)
           AND (w.profile_pk IS NULL OR b.profile_pk = w.profile_pk)
+          AND EXISTS (SELECT 1 FROM programs g WHERE g.id = w.program_id AND g.active)
         ORDER BY b.id LIMIT 1) AS binding_id
     FROM wanted w
 ), activated AS (
