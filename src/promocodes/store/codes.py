@@ -17,10 +17,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 
+from promocodes.domain.codes import code_key
 from promocodes.domain.templates import KeyPattern
 from promocodes.domain.times import format_rfc3339, from_micros, to_micros
 from promocodes.errors import ChangedMeanwhile, Conflict, NotFound
-from promocodes.models import Actor, CodeEventKind, CodeState, ExportedCode, Generation, ImportOutcome, Outcome
+from promocodes.models import (
+    Actor,
+    CodeEventKind,
+    CodeState,
+    ExportedCode,
+    Generation,
+    ImportOutcome,
+    Outcome,
+    Program,
+)
 from promocodes.store.base import (
     BULK_SECONDS_PER_ROW,
     Connection,
@@ -34,23 +44,39 @@ from promocodes.store.base import (
 from promocodes.store.claims import claim_pending
 from promocodes.store.events import forget, record, record_pool_low, set_details
 from promocodes.store.redemptions import Redemption, RedemptionGroups, redeem_group
-from promocodes.store.rows import _binding, _flag, _time
+from promocodes.store.rows import PROGRAM_COLUMNS, _binding, _flag, _program, _time
 
-_CODE_STATE = """
-    SELECT c.id, c.code, c.program_id, c.created, c.expire_date, c.attached_count,
-           (SELECT count(activated) FROM code_bindings WHERE code_id = c.id) AS activated_count,
-           (SELECT max(activated) FROM code_bindings WHERE code_id = c.id) AS last_activated,
-           l.profile_pk AS latest_profile_pk, lp.profile_id AS latest_profile_id,
-           lp.database_id AS latest_database_id, l.attached AS latest_attached, l.activated AS latest_activated,
-           o.profile_pk AS own_profile_pk, op.profile_id AS own_profile_id,
-           op.database_id AS own_database_id, o.attached AS own_attached, o.activated AS own_activated
-    FROM codes c
+# A code's state (``CodeState``): the code, its latest binding and — for a named profile — that profile's binding.
+# The columns and joins are shared by the look-up by key (``_CODE_STATE``) and get's one read of program and code
+# together (``_PROGRAM_AND_CODE_STATE``); ``{profile}`` is the placeholder of the named profile's pk.
+_STATE_COLUMNS = """
+    c.id, c.code, c.program_id, c.created, c.expire_date, c.attached_count,
+    (SELECT count(activated) FROM code_bindings WHERE code_id = c.id) AS activated_count,
+    (SELECT max(activated) FROM code_bindings WHERE code_id = c.id) AS last_activated,
+    l.profile_pk AS latest_profile_pk, lp.profile_id AS latest_profile_id,
+    lp.database_id AS latest_database_id, l.attached AS latest_attached, l.activated AS latest_activated,
+    o.profile_pk AS own_profile_pk, op.profile_id AS own_profile_id,
+    op.database_id AS own_database_id, o.attached AS own_attached, o.activated AS own_activated
+"""
+_STATE_JOINS = """
     LEFT JOIN code_bindings l ON l.id = (
         SELECT id FROM code_bindings WHERE code_id = c.id ORDER BY attached DESC, id DESC LIMIT 1)
     LEFT JOIN profiles lp ON lp.id = l.profile_pk
-    LEFT JOIN code_bindings o ON o.code_id = c.id AND o.profile_pk = CAST($3 AS BIGINT)
+    LEFT JOIN code_bindings o ON o.code_id = c.id AND o.profile_pk = CAST({profile} AS BIGINT)
     LEFT JOIN profiles op ON op.id = o.profile_pk
+"""
+_CODE_STATE = f"""
+    SELECT {_STATE_COLUMNS} FROM codes c {_STATE_JOINS.format(profile="$3")}
     WHERE c.program_id = $1 AND c.code_key = $2
+"""
+# The program (its columns prefixed ``p_``) and the code, looked up by the key the program's own case rule gives:
+# ``$3`` the code as written, ``$4`` its case-folded key (domain.codes.code_key). No code: its columns are NULL.
+_PROGRAM_AND_CODE_STATE = f"""
+    SELECT {", ".join(f"p.{column} AS p_{column}" for column in PROGRAM_COLUMNS)}, {_STATE_COLUMNS}
+    FROM programs p
+    LEFT JOIN codes c ON c.program_id = p.id AND c.code_key = CASE WHEN p.case_sensitive THEN $3 ELSE $4 END
+    {_STATE_JOINS.format(profile="NULL")}
+    WHERE p.id = $1 AND p.account_id = $2
 """
 
 
@@ -206,6 +232,18 @@ class CodeStore(StoreBase):
             return Generation(
                 Outcome.DONE, codes=returned, after_id=after_id, last_id=await conn.fetchval(last_id, program_id)
             )
+
+    @read_operation
+    async def program_and_code_state(
+        self, conn: Connection, account_id: int, program_id: int, code: str
+    ) -> tuple[Program, CodeState | None] | None:
+        """``get``'s one read (docs/api.md#get): the account's program — None when it has no such program — and the
+        code as that program looks it up (exactly, or through case folding), None when it holds no such code. ONE
+        statement: one round trip, and program and code read from one snapshot."""
+        row = await conn.fetchrow(
+            _PROGRAM_AND_CODE_STATE, program_id, account_id, code_key(code, True), code_key(code, False)
+        )
+        return None if row is None else (_program(row, "p_"), _state(row))
 
     @read_operation
     async def code_state(
@@ -545,7 +583,12 @@ async def _code_state(conn: Connection, program_id: int, key: str, profile_pk: i
     """The code with its latest binding and, when ``profile_pk`` is given, that profile's binding: ONE statement,
     so the parts are read from one snapshot without a transaction around them."""
     row = await conn.fetchrow(_CODE_STATE, program_id, key, profile_pk)
-    if row is None:
+    return None if row is None else _state(row)
+
+
+def _state(row: Row) -> CodeState | None:
+    """The code's state from the columns of ``_STATE_COLUMNS``; None when they are NULL (no such code)."""
+    if row["id"] is None:
         return None
     return CodeState(
         id=row["id"],
