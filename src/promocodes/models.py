@@ -359,6 +359,8 @@ class Outcome(enum.Enum):
     """What a conditional write on a code did, or the fact that stopped it (the service turns facts into errors)."""
 
     DONE = "done"
+    NO_PROGRAM = "no such program"  # for the caller's account: activate judges the program in the store
+    NEEDS_PROFILE = "a multiple-usage code needs the profile"
     UNCHANGED = "unchanged"  # already in the asked-for state: attach to its own profile, deactivate an unused code
     NO_CODE = "no such code"
     NOT_ATTACHED = "not attached"

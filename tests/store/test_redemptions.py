@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 
 import pytest
@@ -250,3 +250,39 @@ async def test_a_paused_program_refuses_activations_judged_in_their_own_transact
     assert alone is Outcome.PROGRAM_INACTIVE
     assert together == [Outcome.PROGRAM_INACTIVE] * (len(FRESH) - 1) + [Outcome.NO_CODE]
     assert (await store.program_stats(program_id, NOW)).activated == 1  # USED, activated before the pause
+
+
+async def test_activations_are_judged_against_their_program_alone_and_together(store: Store) -> None:
+    """The store judges what the service used to read first: the caller's account must hold the program, a
+    multiple-usage program needs the profile, and the code is looked up by the program's case rule — two spellings
+    of one code arriving together redeem it once."""
+    account_id = await store.ensure_account("acme", NOW)
+    other = await store.ensure_account("other", NOW)
+    folding = await store.create_program(account_id, {"name": "Folding", "case_sensitive": False}, NOW)
+    universal = await store.create_program(account_id, {"name": "Universal", "multiple_usage": True}, NOW)
+    codes = [f"Fold-{n:02d}" for n in range(30)]
+    await store.import_codes(folding.id, [(code, code.casefold()) for code in codes], NOW, actor=ACTOR)
+    await store.import_codes(universal.id, [("ALL", "ALL")], NOW, actor=ACTOR)
+    database = await store.create_database(account_id, "main", NOW)
+    holder = await save_profile(store, database.id, "e" * 24, "holder@example.org", [], {}, NOW)
+    for code in codes:
+        key = code.casefold()
+        assert await store.attach_code(folding.id, code, key, holder.pk, False, False, NOW, actor=ACTOR) is Outcome.DONE
+
+    def activate(program_id: int, code: str, account: int = account_id) -> Awaitable[Outcome]:
+        return store.activate(program_id, code, None, NOW, actor=CASHIER, account_id=account)
+
+    assert await activate(folding.id, codes[0].upper(), other) is Outcome.NO_PROGRAM
+    assert await activate(universal.id, "ALL") is Outcome.NEEDS_PROFILE
+    alone = await activate(folding.id, codes[0].upper())
+    together = await asyncio.gather(
+        *(activate(folding.id, spelling) for code in codes[1:] for spelling in (code.upper(), code.lower())),
+        activate(folding.id, codes[1], other),
+        activate(universal.id, "ALL"),
+    )
+
+    assert alone is Outcome.DONE
+    pairs = [Counter(together[i : i + 2]) for i in range(0, 2 * (len(codes) - 1), 2)]
+    assert pairs == [Counter({Outcome.DONE: 1, Outcome.ALREADY_ACTIVATED: 1})] * (len(codes) - 1)
+    assert together[-2:] == [Outcome.NO_PROGRAM, Outcome.NEEDS_PROFILE]
+    assert (await store.program_stats(folding.id, NOW)).activated == len(codes)

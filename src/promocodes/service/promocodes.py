@@ -63,11 +63,22 @@ _REFUSALS: dict[Outcome, tuple[type[PromocodeError], str]] = {
 }
 
 
+def needs_profile(program_id: int) -> BadRequest:
+    """A universal code is activated per binding: the request must say whose (docs/api.md#activate)."""
+    return BadRequest(
+        f"Program {program_id} has multiple-usage codes: identify the profile (`db_id` and matching fields)"
+    )
+
+
 def _fail(outcome: Outcome, code: str, program_id: int) -> PromocodeError:
     if outcome is Outcome.NO_CODE:
         return NotFound(f"Promo code {code!r} not found in program {program_id}")
     if outcome is Outcome.PROGRAM_INACTIVE:
         return Conflict(f"Program {program_id} is inactive")
+    if outcome is Outcome.NO_PROGRAM:
+        return missing_program(program_id)
+    if outcome is Outcome.NEEDS_PROFILE:
+        return needs_profile(program_id)
     error, text = _REFUSALS[outcome]
     return error(text)
 
@@ -143,9 +154,7 @@ class PromocodeService:
         if lookup is not None:
             return (await self.profiles.resolve(principal, lookup)).pk
         if program.multiple_usage:
-            raise BadRequest(
-                f"Program {program.id} has multiple-usage codes: identify the profile (`db_id` and matching fields)"
-            )
+            raise needs_profile(program.id)
         return None
 
     async def _require_code(self, program: Program, code: str) -> None:
@@ -246,18 +255,22 @@ class PromocodeService:
 
     async def activate(self, principal: Principal, request: ActivateRequest) -> None:
         """Redeem a code (docs/api.md#activate): attached, not activated, not expired, in an active program. A second
-        activation is 409, never a silent success, so a shop can refuse the discount."""
+        activation is 409, never a silent success, so a shop can refuse the discount.
+
+        The store judges the whole request in the activation's transaction — the program (404), its rule for
+        multiple-usage codes (400), the code (404), the program's state and the code's (409) — so a checkout costs
+        one operation (and may share its transaction with others, ``store.redemptions``). A request naming a
+        profile reads the program first, so that a missing program is reported before a missing profile."""
         code = clean_code(request.code)
         lookup = _optional_lookup(request)
-        program = await self.programs.program(principal, request.loyalty_id)
-        profile_pk = await self._profile_pk(principal, program, lookup)
-        if not program.active:
-            await self._require_code(program, code)
-            raise Conflict(f"Program {program.id} is inactive")
-        answer = final(functools.partial(_succeeded, (Outcome.DONE,), code, program.id))
+        profile_pk = None
+        if lookup is not None:
+            await self.programs.program(principal, request.loyalty_id)
+            profile_pk = (await self.profiles.resolve(principal, lookup)).pk
+        answer = final(functools.partial(_succeeded, (Outcome.DONE,), code, request.loyalty_id))
         answer(
             await self.store.activate(
-                program.id, code_key(code, program.case_sensitive), profile_pk, utcnow(), actor=principal.actor
+                request.loyalty_id, code, profile_pk, utcnow(), actor=principal.actor, account_id=principal.account_id
             )
         )
 

@@ -43,7 +43,7 @@ from promocodes.store.base import (
 )
 from promocodes.store.claims import claim_pending
 from promocodes.store.events import forget, record, record_pool_low, set_details
-from promocodes.store.redemptions import Redemption, RedemptionGroups, redeem_group
+from promocodes.store.redemptions import Redemption, RedemptionGroups, judge_activation, redeem_group
 from promocodes.store.rows import PROGRAM_COLUMNS, _binding, _flag, _program, _time
 
 # A code's state (``CodeState``): the code, its latest binding and — for a named profile — that profile's binding.
@@ -256,57 +256,97 @@ class CodeStore(StoreBase):
     _redemptions: RedemptionGroups | None = None
 
     async def activate(
-        self, program_id: int, key: str, profile_pk: int | None, now: datetime, *, actor: Actor
+        self,
+        program_id: int,
+        code: str,
+        profile_pk: int | None,
+        now: datetime,
+        *,
+        actor: Actor,
+        account_id: int | None = None,
     ) -> Outcome:
-        """Redeem a code (docs/api.md#activate): on its own (:meth:`_activate_alone`), or — on PostgreSQL, when
-        other activations arrive at the same moment — in one transaction with them (``store.redemptions``), which
-        gives it the same outcome. A request with an idempotency claim always runs on its own: its answer is
-        written in its own transaction (``store.claims``)."""
+        """Redeem a code (docs/api.md#activate), the whole request judged in the store: the program (NO_PROGRAM when
+        ``account_id`` is given and does not hold it), its rule for multiple-usage codes (NEEDS_PROFILE without
+        ``profile_pk``), the code looked up by the program's own case rule, the program's state and the code's.
+
+        On its own (:meth:`_activate_alone`), or — on PostgreSQL, when other activations arrive at the same moment —
+        in one transaction with them (``store.redemptions``), which gives it the same outcome. A request with an
+        idempotency claim always runs on its own: its answer is written in its own transaction (``store.claims``).
+        """
         at = to_micros(now)
         if self._redemptions is None or claim_pending():
-            return await self._activate_alone(program_id, key, profile_pk, at, actor)
-        return await self._redemptions.activate(program_id, key, profile_pk, at, actor)
+            return await self._activate_alone(account_id, program_id, code, profile_pk, at, actor)
+        return await self._redemptions.activate(account_id, program_id, code, profile_pk, at, actor)
 
     @operation
     async def _activate_alone(
-        self, conn: Connection, program_id: int, key: str, profile_pk: int | None, at: int, actor: Actor
+        self,
+        conn: Connection,
+        account_id: int | None,
+        program_id: int,
+        code: str,
+        profile_pk: int | None,
+        at: int,
+        actor: Actor,
     ) -> Outcome:
-        """Redeem a code: ONE conditional ``UPDATE`` (attached, not activated, not expired, and bound to
-        ``profile_pk`` when one is named), and its ``activated`` event, in one transaction.
+        """Redeem a code: the program judged, then ONE conditional ``UPDATE`` (attached, not activated, not expired,
+        in an active program, and bound to ``profile_pk`` when one is named), and its ``activated`` event, in one
+        transaction.
 
-        Locks: the program row (``share_row``, see the module docstring), then the ``UPDATE`` row lock. Two
-        concurrent activations both find the binding, but the second waits on the first's row lock and then
-        re-checks ``activated IS NULL`` against the committed row (PostgreSQL's READ COMMITTED re-evaluation; on
-        SQLite write transactions are serial), so exactly one of them matches — and only that one writes the
-        event, right after its ``UPDATE``. The read that explains a refusal changes nothing.
+        Locks: the program row (``share_row``, see the module docstring), read with what the request needs of it;
+        then the ``UPDATE`` row lock. Two concurrent activations both find the binding, but the second waits on the
+        first's row lock and then re-checks ``activated IS NULL`` against the committed row (PostgreSQL's READ
+        COMMITTED re-evaluation; on SQLite write transactions are serial), so exactly one of them matches — and only
+        that one writes the event, right after its ``UPDATE``. The read that explains a refusal changes nothing.
         """
         async with conn.transaction():
-            await _share_program(conn, program_id)
-            return await _activate(conn, program_id, key, profile_pk, at, actor)
+            program = await conn.fetchrow(
+                f"SELECT id, account_id, case_sensitive, multiple_usage FROM programs WHERE id = $1{conn.share_row}",
+                program_id,
+            )
+            judged = judge_activation(program, account_id, code, profile_pk)
+            if isinstance(judged, Outcome):
+                return judged
+            return await _activate(conn, program_id, judged, profile_pk, at, actor)
 
     def _group_redemptions(self) -> RedemptionGroups:
         """The PostgreSQL adapter's grouping of activations, over this store's operations."""
 
         async def alone(redemption: Redemption) -> Outcome:
             return await self._activate_alone(
-                redemption.program_id, redemption.key, redemption.profile_pk, redemption.at, redemption.actor
+                redemption.account_id,
+                redemption.program_id,
+                redemption.code,
+                redemption.profile_pk,
+                redemption.at,
+                redemption.actor,
             )
 
         return RedemptionGroups(self._activate_group, alone)
 
     async def _activate_group(self, group: list[Redemption]) -> list[Outcome]:
-        """One transaction for the group (``store.redemptions.redeem_group``); each request not activated is then
-        explained, in the same transaction, by the single path's read."""
+        """One transaction for the group (``store.redemptions.redeem_group``). Each request the group's statement did
+        not activate is then explained, in the same transaction, by the single path's read; a request whose key
+        another request of the group already holds (``abc`` and ``ABC`` in a program that ignores case) runs after
+        the statement, on the single path, in the same transaction — so it sees that activation."""
 
         async def work(conn: Connection) -> list[Outcome]:
             async with conn.transaction():
-                done = await redeem_group(conn, group)
-                return [
-                    Outcome.DONE
-                    if i in done
-                    else await _not_activated(conn, redemption.program_id, redemption.key, redemption.profile_pk)
-                    for i, redemption in enumerate(group)
-                ]
+                judged, done = await redeem_group(conn, group)
+                outcomes: list[Outcome] = []
+                for i, (redemption, verdict) in enumerate(zip(group, judged, strict=True)):
+                    program_id, profile_pk = redemption.program_id, redemption.profile_pk
+                    if isinstance(verdict, Outcome):
+                        outcomes.append(verdict)
+                    elif i in done:
+                        outcomes.append(Outcome.DONE)
+                    elif verdict.repeated:
+                        outcomes.append(
+                            await _activate(conn, program_id, verdict.key, profile_pk, redemption.at, redemption.actor)
+                        )
+                    else:
+                        outcomes.append(await _not_activated(conn, program_id, verdict.key, profile_pk))
+                return outcomes
 
         return await self._run(work, extra_time=len(group) * BULK_SECONDS_PER_ROW)
 

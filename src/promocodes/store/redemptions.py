@@ -22,8 +22,13 @@ Why it stays exact:
   ``WHERE``, and PostgreSQL re-checks it against the committed row when it had to wait for another transaction's
   row lock, so of two groups (or a group and a single request, in any worker) redeeming one code, exactly one
   matches — the other is told ``ALREADY_ACTIVATED``;
-- a code named twice in one queue goes into two different groups (a group holds each program and key at most
-  once), so the statement never has to choose between two requests for one row;
+- the group judges each request's program from the row it holds under its share lock, exactly as the single path
+  does (``judge_activation``): another account's program, a multiple-usage program without a profile, and the
+  code's key by the program's case rule;
+- a code named twice in one queue goes into two different groups (a group holds each program and code at most
+  once); two spellings of one key in one group (``abc`` and ``ABC`` where case is ignored) leave the statement to
+  the first, and the second runs after it on the single path, in the same transaction — so the statement never
+  has to choose between two requests for one row;
 - the events and deliveries are written by the same statement, from the rows the ``UPDATE`` returned, so they exist
   exactly for the activations that happened;
 - never a shared failure: when a group's transaction fails as a whole (a deadlock between two groups locking their
@@ -32,7 +37,8 @@ Why it stays exact:
 - a request carrying an ``Idempotency-Key`` never joins a group: its answer must be written in its own transaction
   (``store.claims``), so it takes the single path.
 
-Locks (in :func:`redeem_group`): the programs' rows, ``FOR KEY SHARE``, in id order — the order every writer takes
+Locks (in :func:`redeem_group`): the programs' rows, ``FOR KEY SHARE``, in id order (read with what the requests
+need of them) — the order every writer takes
 them (``store.codes``), and the lock that keeps a forced ``programs/delete`` waiting until the group commits; then
 each activated binding's row lock, taken by the ``UPDATE`` in the order of the group's requests, which are sorted by
 program and key so that two groups meet their common rows in the same order.
@@ -46,9 +52,12 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple, cast
 
+from promocodes.domain.codes import code_key
 from promocodes.models import WEBHOOK_TYPES, Actor, CodeEventKind, Outcome
-from promocodes.store.base import Connection
+from promocodes.store.base import Connection, Row
+from promocodes.store.rows import _flag
 
 logger = logging.getLogger("promocodes")
 
@@ -60,10 +69,12 @@ PARALLEL_GROUPS = 2
 
 @dataclass(slots=True)
 class Redemption:
-    """One ``activate`` request waiting in (or written by) a group."""
+    """One ``activate`` request waiting in (or written by) a group: the code as the request wrote it (cleaned);
+    the program's case rule makes its key once the group holds the program's row."""
 
+    account_id: int | None
     program_id: int
-    key: str
+    code: str
     profile_pk: int | None
     at: int
     actor: Actor
@@ -92,10 +103,12 @@ class RedemptionGroups:
         #: how many groups of more than one request were written (read by the tests and by nothing else)
         self.groups_written = 0
 
-    async def activate(self, program_id: int, key: str, profile_pk: int | None, at: int, actor: Actor) -> Outcome:
+    async def activate(
+        self, account_id: int | None, program_id: int, code: str, profile_pk: int | None, at: int, actor: Actor
+    ) -> Outcome:
         """Redeem one code, alone or with the requests that arrive with it; its own outcome either way."""
         answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.append(Redemption(program_id, key, profile_pk, at, actor, answer))
+        self._queue.append(Redemption(account_id, program_id, code, profile_pk, at, actor, answer))
         self._start()
         return await answer
 
@@ -112,16 +125,16 @@ class RedemptionGroups:
             task.add_done_callback(self._tasks.discard)
 
     def _take(self) -> list[Redemption]:
-        """The next group: queued requests in arrival order, each program and key at most once (a repeat stays
+        """The next group: queued requests in arrival order, each program and code at most once (a repeat stays
         queued for a later group), callers that gave up left out."""
         group: list[Redemption] = []
-        held: set[tuple[int, str]] = set()
+        held: set[tuple[int, str]] = set()  # (program, code as written): the keys are checked in the group
         later: list[Redemption] = []
         while self._queue and len(group) < self._max_group:
             redemption = self._queue.popleft()
             if redemption.answer.done():  # its caller was cancelled while it waited: it never runs
                 continue
-            name = (redemption.program_id, redemption.key)
+            name = (redemption.program_id, redemption.code)
             if name in held:
                 later.append(redemption)
             else:
@@ -203,17 +216,60 @@ SELECT i FROM activated
 """
 
 
-async def redeem_group(conn: Connection, group: list[Redemption]) -> set[int]:
-    """Activate the group's codes in the caller's transaction; return the positions (in ``group``) of the requests
-    whose code was activated. Locks: see the module docstring."""
-    order = sorted(range(len(group)), key=lambda i: (group[i].program_id, group[i].key))
-    programs = sorted({redemption.program_id for redemption in group})
-    await conn.fetch("SELECT id FROM programs WHERE id = ANY($1::bigint[]) ORDER BY id FOR KEY SHARE", programs)
+class Keyed(NamedTuple):
+    """A request the group's statement may activate: its code's key, and whether another request of the group came
+    first with the same key (it then runs after the statement, on the single path)."""
+
+    key: str
+    repeated: bool = False
+
+
+def judge_activation(program: Row | None, account_id: int | None, code: str, profile_pk: int | None) -> Outcome | str:
+    """What the program's row (``id, account_id, case_sensitive, multiple_usage``, read under its share lock) says
+    of an activation before any code is looked at, in the order of docs/api.md#order-of-checks: no such program
+    for the account (NO_PROGRAM), a multiple-usage program without a profile (NEEDS_PROFILE) — else the code's key
+    by the program's case rule (domain.codes.code_key). The program's ``active`` flag is part of the activating
+    ``UPDATE``'s condition instead, since an inactive program still answers 404 for a code it does not hold."""
+    if program is None or (account_id is not None and program["account_id"] != account_id):
+        return Outcome.NO_PROGRAM
+    if _flag(program["multiple_usage"]) and profile_pk is None:
+        return Outcome.NEEDS_PROFILE
+    return code_key(code, _flag(program["case_sensitive"]))
+
+
+async def redeem_group(conn: Connection, group: list[Redemption]) -> tuple[list[Outcome | Keyed], set[int]]:
+    """Judge and activate the group's requests in the caller's transaction: each request's verdict (an outcome
+    already, or its key), and the positions (in ``group``) of the requests whose code was activated. Locks: see
+    the module docstring."""
+    rows = await conn.fetch(
+        "SELECT id, account_id, case_sensitive, multiple_usage FROM programs WHERE id = ANY($1::bigint[]) "
+        "ORDER BY id FOR KEY SHARE",
+        sorted({redemption.program_id for redemption in group}),
+    )
+    programs = {row["id"]: row for row in rows}
+    judged: list[Outcome | Keyed] = []
+    held: set[tuple[int, str]] = set()
+    for redemption in group:
+        verdict = judge_activation(
+            programs.get(redemption.program_id), redemption.account_id, redemption.code, redemption.profile_pk
+        )
+        if isinstance(verdict, Outcome):
+            judged.append(verdict)
+        else:
+            name = (redemption.program_id, verdict)
+            judged.append(Keyed(verdict, repeated=name in held))
+            held.add(name)
+    order = sorted(
+        (i for i, verdict in enumerate(judged) if isinstance(verdict, Keyed) and not verdict.repeated),
+        key=lambda i: (group[i].program_id, cast(Keyed, judged[i]).key),
+    )
+    if not order:
+        return judged, set()
     rows = await conn.fetch(
         _REDEEM_GROUP,
         order,
         [group[i].program_id for i in order],
-        [group[i].key for i in order],
+        [cast(Keyed, judged[i]).key for i in order],
         [group[i].profile_pk for i in order],
         [group[i].at for i in order],
         [group[i].actor.token_id for i in order],
@@ -221,4 +277,4 @@ async def redeem_group(conn: Connection, group: list[Redemption]) -> set[int]:
         CodeEventKind.ACTIVATED.value,
         WEBHOOK_TYPES[CodeEventKind.ACTIVATED].value,
     )
-    return {row["i"] for row in rows}
+    return judged, {row["i"] for row in rows}
