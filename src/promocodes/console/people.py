@@ -365,6 +365,7 @@ class People:
             webhook=hook,
             deliveries=deliveries,
             failed=sum(delivery.state == "failed" for delivery in deliveries),
+            max_shown=DELIVERIES_SHOWN,
             done=DONE.get(request.query_params.get("done", "")),
         )
         return render("webhook.html", page)
