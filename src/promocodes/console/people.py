@@ -226,31 +226,47 @@ class People:
     # --- tokens -------------------------------------------------------------------------------------------------
 
     async def tokens(self, request: Request, session: Session, principal: Principal) -> Response:
-        return await self._tokens_page(request, session, principal, {}, {}, 200)
+        return await self._listing("tokens", request, session, principal)
 
-    async def _tokens_page(
+    async def _listing(
         self,
+        kind: str,
         request: Request,
         session: Session,
         principal: Principal,
-        errors: dict[str, str],
-        given: Mapping[str, str],
-        status: int,
+        errors: Mapping[str, str] | None = None,
+        given: Mapping[str, str] | None = None,
+        status: int = 200,
     ) -> Response:
+        """The ``tokens`` or the ``webhooks`` page: the account's list, the form that adds one (with what was
+        ``given`` and its ``errors`` when it was refused), and the message of the change just made (``?done=``)."""
         authorize(principal, Capability.MANAGE)
-        listed = await self.services.tokens.list(principal)
-        page = self._page(
-            request,
-            session,
-            principal,
-            title="Tokens",
-            tokens=listed,
-            roles=[role.value for role in Role],
-            errors=errors,
-            given={"name": given.get("name", ""), "role": given.get("role", Role.WRITE.value)},
-            done=DONE.get(request.query_params.get("done", "")),
-        )
-        return render("tokens.html", page, status)
+        given = given or {}
+        page: dict[str, Any]
+        if kind == "tokens":
+            page = {
+                "tokens": await self.services.tokens.list(principal),
+                "roles": [role.value for role in Role],
+                "given": {"name": given.get("name", ""), "role": given.get("role", Role.WRITE.value)},
+            }
+        else:
+            chosen = {event.value for event in WebhookEventType if given.get(f"event.{event.value}")}
+            page = {
+                "webhooks": await self.services.webhooks.list(principal),
+                "event_types": [event.value for event in WebhookEventType],
+                "given": {"url": given.get("url", ""), "description": given.get("description", ""), "events": chosen},
+            }
+        done = DONE.get(request.query_params.get("done", ""))
+        context = self._page(request, session, principal, title=kind.title(), done=done, errors=errors or {}, **page)
+        return render(f"{kind}.html", context, status)
+
+    async def _shown(self, request: Request, session: Session, principal: Principal, kind: str) -> Response:
+        """The page of a new token or webhook secret: the value once, then the page saying it was shown."""
+        authorize(principal, Capability.MANAGE)
+        path = f"/{kind}s/created"
+        shown = self.once.take(request, session, path)
+        page = self._page(request, session, principal, title=f"New {kind}", shown=shown, kind=kind)
+        return self.once.forget(render("shown_once.html", page, 200 if shown else 410), path)
 
     async def create_token(self, request: Request, session: Session, principal: Principal) -> Response:
         form = await self._form(request, session, principal)
@@ -259,17 +275,13 @@ class People:
                 principal, _convert({"name": form.get("name", ""), "role": form.get("role", "")}, TokenCreate)
             )
         except BadRequest as error:
-            return await self._tokens_page(
-                request, session, principal, field_errors(error, ("name", "role")), form, 400
-            )
+            errors = field_errors(error, ("name", "role"))
+            return await self._listing("tokens", request, session, principal, errors, form, 400)
         shown = {"id": created.id, "name": created.name, "role": created.role, "token": created.token}
         return self.once.give(request, session, "/tokens/created", shown)
 
     async def token_created(self, request: Request, session: Session, principal: Principal) -> Response:
-        authorize(principal, Capability.MANAGE)
-        shown = self.once.take(request, session, "/tokens/created")
-        page = self._page(request, session, principal, title="New token", shown=shown, kind="token")
-        return self.once.forget(render("shown_once.html", page, 200 if shown else 410), "/tokens/created")
+        return await self._shown(request, session, principal, "token")
 
     async def confirm_revoke(self, request: Request, session: Session, principal: Principal) -> Response:
         authorize(principal, Capability.MANAGE)
@@ -305,32 +317,7 @@ class People:
     # --- webhooks -----------------------------------------------------------------------------------------------
 
     async def webhooks(self, request: Request, session: Session, principal: Principal) -> Response:
-        return await self._webhooks_page(request, session, principal, {}, {}, 200)
-
-    async def _webhooks_page(
-        self,
-        request: Request,
-        session: Session,
-        principal: Principal,
-        errors: dict[str, str],
-        given: Mapping[str, str],
-        status: int,
-    ) -> Response:
-        authorize(principal, Capability.MANAGE)
-        listed = await self.services.webhooks.list(principal)
-        chosen = {kind.value for kind in WebhookEventType if given.get(f"event.{kind.value}")}
-        page = self._page(
-            request,
-            session,
-            principal,
-            title="Webhooks",
-            webhooks=listed,
-            event_types=[kind.value for kind in WebhookEventType],
-            errors=errors,
-            given={"url": given.get("url", ""), "description": given.get("description", ""), "events": chosen},
-            done=DONE.get(request.query_params.get("done", "")),
-        )
-        return render("webhooks.html", page, status)
+        return await self._listing("webhooks", request, session, principal)
 
     async def create_webhook(self, request: Request, session: Session, principal: Principal) -> Response:
         form = await self._form(request, session, principal)
@@ -341,15 +328,12 @@ class People:
             created = await self.services.webhooks.create(principal, _convert(fields, WebhookCreate))
         except BadRequest as error:
             errors = field_errors(error, ("url", "events", "description"))
-            return await self._webhooks_page(request, session, principal, errors, form, 400)
+            return await self._listing("webhooks", request, session, principal, errors, form, 400)
         shown = {"id": created.id, "url": created.url, "secret": created.secret}
         return self.once.give(request, session, "/webhooks/created", shown)
 
     async def webhook_created(self, request: Request, session: Session, principal: Principal) -> Response:
-        authorize(principal, Capability.MANAGE)
-        shown = self.once.take(request, session, "/webhooks/created")
-        page = self._page(request, session, principal, title="New webhook", shown=shown, kind="webhook")
-        return self.once.forget(render("shown_once.html", page, 200 if shown else 410), "/webhooks/created")
+        return await self._shown(request, session, principal, "webhook")
 
     async def webhook(self, request: Request, session: Session, principal: Principal) -> Response:
         """One webhook, and its latest deliveries with their failures (webhooks/deliveries)."""
