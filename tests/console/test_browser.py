@@ -340,3 +340,20 @@ def test_every_page_fits_a_phone_names_every_control_and_asks_only_its_own_serve
     # every page, script, style sheet and form post went to the console's own server, and nothing else
     assert len(asked) > len(pages) and any(url.endswith("/static/copy.js") for url in asked)
     assert [url for url in asked if not url.startswith(f"{site.base_url}/")] == []
+
+
+def test_without_script_a_new_token_is_still_shown_to_select_and_no_dead_button_is_offered(
+    browser: Browser, site: Site
+) -> None:
+    plain = browser.new_context(java_script_enabled=False)
+    plain.on("request", site.record)
+    try:
+        page = plain.new_page()
+        sign_in(page, site, site.api.token)
+        page.goto(f"{site.base_url}/console/tokens")
+        page.get_by_label("Name", exact=True).fill("no script")
+        page.get_by_role("button", name="Create the token").click()
+        assert page.get_by_label("The new token").input_value().startswith("pc_")
+        expect(page.get_by_role("button", name="Copy")).to_have_count(0)  # hidden: not offered
+    finally:
+        plain.close()

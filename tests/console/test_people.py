@@ -355,3 +355,12 @@ def test_a_webhook_page_shows_its_recent_deliveries_and_failures(console: Api) -
     assert states == [(str(deliveries[0]["id"]), deliveries[0]["state"]), (str(deliveries[1]["id"]), "failed")]
     assert "HTTP 503" in html and 'data-field="failed">1 of the latest 2 deliveries failed' in html
     assert html.count("code.activated") >= 2
+
+
+def test_several_profiles_matching_one_value_is_said_next_to_it(console: Api) -> None:
+    db_id = console.database()
+    for email in ("ann@example.com", "bob@example.com"):
+        console.profile(db_id, email, phones=["+7 900 000-00-00"])
+    sign_in(console.client, console.token)
+    status, html = profile_page(console, db_id=db_id, matching="phone", value="79000000000")
+    assert status == 409 and 'id="value-error"' in html and "Several profiles match" in html

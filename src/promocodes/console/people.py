@@ -14,7 +14,6 @@ redirect to a page that shows the value, carried there in a short-lived signed c
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hmac
 import json
@@ -29,9 +28,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from promocodes.console.routes import PREFIX, _convert, _status
-from promocodes.console.session import COOKIE, Session
+from promocodes.console.session import COOKIE, Session, _b64, _unb64
 from promocodes.console.views import read_form, render, templates
-from promocodes.errors import BadRequest, Forbidden, NotFound, PromocodeError
+from promocodes.errors import BadRequest, Conflict, Forbidden, NotFound, PromocodeError
 from promocodes.models import ROLE_CAPABILITIES, Capability, Principal, Role, WebhookEventType
 from promocodes.schemas import (
     DatabaseView,
@@ -88,10 +87,6 @@ def field_errors(error: PromocodeError, fields: tuple[str, ...]) -> dict[str, st
     return {named[0] if named else "": error.text}
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
 class ShownOnce:
     """A value the console shows once — a new token, a new webhook's secret — carried from the form's answer to the
     page that shows it, in a cookie of its own.
@@ -134,8 +129,7 @@ class ShownOnce:
             return None
         body_text, mac_text = cookie.split(".")
         try:
-            body = base64.urlsafe_b64decode(body_text + "=" * (-len(body_text) % 4))
-            mac = base64.urlsafe_b64decode(mac_text + "=" * (-len(mac_text) % 4))
+            body, mac = _unb64(body_text), _unb64(mac_text)
             if not hmac.compare_digest(mac, self._mac(body)):
                 return None
             fields = json.loads(body)
@@ -197,13 +191,13 @@ class People:
             codes=[],
             more=False,
         )
-        if not asked["value"]:
+        if not asked["value"] or not databases:
             return render("profiles.html", page)
         try:
             found, codes = await self._profile(request, principal, databases, asked)
-        except (BadRequest, NotFound) as error:
-            # next to the database's field when it names it, else next to the value (the profile was not found,
-            # or the value is not a phone number, an email...)
+        except (BadRequest, NotFound, Conflict) as error:
+            # next to the database's field when it names it, else next to the value (no profile found, several
+            # found, or a value that cannot be a phone number...)
             errors = field_errors(error, ("db_id",))
             page["errors"] = {"db_id": errors["db_id"]} if "db_id" in errors else {"value": error.text}
             return render("profiles.html", page, _status(error))
