@@ -104,9 +104,11 @@ def test_another_accounts_database_is_not_offered_and_not_searched(console: Api)
     other = console.token_for(Role.ADMIN, account="other")
     theirs = console.database(token=other)
     console.profile(theirs, "ann@example.com", token=other)
+    ours = console.database()
     sign_in(console.client, console.token)
     status, html = profile_page(console, db_id=theirs, value="ann@example.com")
     assert status == 400 and "data-profile" not in html and f'<option value="{theirs}"' not in html
+    assert f'<option value="{ours}"' in html
 
 
 def test_a_profile_look_up_that_finds_nothing_counts_towards_the_failed_look_up_limit(database_url: str) -> None:
