@@ -383,6 +383,8 @@ class ConsoleMount(Mount):
 
 def console_mount(pipeline: RequestPipeline) -> Mount:
     """The console at /console, served by the API's own process over its pipeline (docs/console.md)."""
+    from promocodes.console.people import people_routes  # a module of pages over this one's Console
+
     console = Console(pipeline)
     signed_in = console._signed_in
     app = Starlette(
@@ -396,6 +398,7 @@ def console_mount(pipeline: RequestPipeline) -> Mount:
             Route("/programs/{loyalty_id:int}/code", signed_in(console.code), methods=["GET"]),
             Route("/programs/{loyalty_id:int}/confirm", signed_in(console.confirm), methods=["GET"]),
             Route("/programs/{loyalty_id:int}/action", signed_in(console.act), methods=["POST"]),
+            *people_routes(console),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         middleware=[Middleware(SecurityHeaders)],

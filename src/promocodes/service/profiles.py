@@ -25,7 +25,7 @@ from promocodes.schemas import (
 )
 from promocodes.service.idempotency import final
 from promocodes.store import Store
-from promocodes.store.profiles import ProfileData
+from promocodes.store.profiles import HeldCode, ProfileData
 
 # The field a mode reads, in the order used to guess the mode when `matching` is omitted.
 _MODE_FIELDS = {
@@ -183,6 +183,15 @@ class ProfileService:
 
     async def get_profile(self, principal: Principal, request: ProfileRef) -> ProfileView:
         return profile_view(await self.resolve(principal, lookup_from(request)))
+
+    async def profile_and_codes(
+        self, principal: Principal, request: ProfileRef, limit: int
+    ) -> tuple[ProfileView, list[HeldCode]]:
+        """The profile the request names (as :meth:`get_profile`) and the codes it holds, the latest bound first,
+        at most ``limit`` of them: the console's profile page (docs/console.md#profiles). Two reads, no write: a code
+        bound or released between them shows as it was at the second."""
+        profile = await self.resolve(principal, lookup_from(request))
+        return profile_view(profile), await self.store.profile_codes(profile.pk, limit)
 
     async def delete_profile(self, principal: Principal, request: ProfileDelete) -> None:
         profile = await self.resolve(principal, lookup_from(request))

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from promocodes.domain.fields import field_text
-from promocodes.domain.times import to_micros
+from promocodes.domain.times import from_micros, to_micros
 from promocodes.models import Actor, Database, Match, MatchMode, Outcome, Profile
 from promocodes.store.base import Connection, StoreBase, _Rollback, operation, read_operation
 from promocodes.store.events import record_released
@@ -51,6 +51,18 @@ class ProfileData(NamedTuple):
     email: str | None
     phones: Sequence[tuple[str, str]]
     fields: Mapping[str, Any]
+
+
+class HeldCode(NamedTuple):
+    """A code a profile holds (one binding): its program, the code as stored, when this profile attached and
+    activated it, and the code's expiry (None: it never expires)."""
+
+    loyalty_id: int
+    program_name: str
+    code: str
+    attached: datetime
+    activated: datetime | None
+    expire_date: datetime | None
 
 
 def _profile_key(database_id: int, match: Match) -> int:
@@ -149,6 +161,29 @@ class ProfileStore(StoreBase):
     async def find_profiles(self, conn: Connection, database_id: int, match: Match, limit: int = 2) -> list[Profile]:
         """Profiles of the database that the match names; ``limit`` 2 is enough to tell "one" from "several"."""
         return await _find_profiles(conn, database_id, match, limit)
+
+    @read_operation
+    async def profile_codes(self, conn: Connection, profile_pk: int, limit: int) -> list[HeldCode]:
+        """The codes the profile holds, the latest bound first, at most ``limit`` of them: its bindings through
+        their index on the profile (``code_bindings_profile``), joined to each code and its program."""
+        rows = await conn.fetch(
+            "SELECT c.program_id, p.name, c.code, b.attached, b.activated, c.expire_date "
+            "FROM code_bindings b JOIN codes c ON c.id = b.code_id JOIN programs p ON p.id = c.program_id "
+            "WHERE b.profile_pk = $1 ORDER BY b.id DESC LIMIT $2",
+            profile_pk,
+            limit,
+        )
+        return [
+            HeldCode(
+                loyalty_id=row["program_id"],
+                program_name=row["name"],
+                code=row["code"],
+                attached=_time(row["attached"]),
+                activated=from_micros(row["activated"]),
+                expire_date=from_micros(row["expire_date"]),
+            )
+            for row in rows
+        ]
 
     @operation
     async def upsert_profile(
