@@ -211,7 +211,9 @@ def test_a_delivery_past_its_24_hours_is_marked_failed_and_counted(
 
     wait_until(lambda: api.ok("webhooks/deliveries", id=hook["id"])[0]["state"] == "failed", step(api))
     (delivery,) = api.ok("webhooks/deliveries", id=hook["id"])
-    assert delivery["attempts"] == 1 and delivery["last_status"] is None and delivery["last_error"]
+    # One attempt, or two: the worker may have tried once (and scheduled a retry) before the test moved the
+    # delivery's creation a day back; the attempt made past the 24 hours is always the last.
+    assert delivery["attempts"] in (1, 2) and delivery["last_status"] is None and delivery["last_error"]
     assert delivery["finished"] and delivery["next_attempt"] == ""
     metrics = api.client.get("/metrics").text
     assert 'promocodes_webhook_deliveries_total{outcome="failed"}' in metrics
