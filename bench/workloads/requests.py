@@ -89,23 +89,37 @@ def activate(ctx: Context) -> list[Figure]:
             target = Target("ratio", ">=", 0.6)
         elif connections == max(ctx.options.activate_connections):
             target = Target("ratio", ">=", 0.7)
-        figures.append(
-            Figure(
-                f"activate c{connections}",
-                ctx.adapter,
-                load.rate,
-                "req/s",
-                rate.rate,
-                "tx/s",
-                baseline_name,
-                ratio_kind="rate",
-                target=target,
-                generator_cpu=load.generator_cpu,
-                note=_notes(load, redeemed, rate, connections),
-                extra={"p50_ms": load.p50_ms, "p99_ms": load.p99_ms, "redeemed": redeemed, "baseline_done": rate.done},
-            ).settle()
-        )
+        extra = {"redeemed": redeemed, "baseline_done": rate.done}
+        note = _notes(load, redeemed, rate, connections)
+        figures.append(_versus(f"activate c{connections}", ctx, load, rate, baseline_name, target, note, extra))
     return figures
+
+
+def _versus(
+    workload: str,
+    ctx: Context,
+    load: Throughput,
+    rate: baselines.Rate,
+    baseline_name: str,
+    target: Target | None,
+    note: str,
+    extra: dict[str, int] | None = None,
+) -> Figure:
+    """A closed-loop HTTP step next to its statement's baseline: requests/s over statements/s."""
+    return Figure(
+        workload,
+        ctx.adapter,
+        load.rate,
+        "req/s",
+        rate.rate,
+        "stmt/s",
+        baseline_name,
+        ratio_kind="rate",
+        target=target,
+        generator_cpu=load.generator_cpu,
+        note=note,
+        extra={"p50_ms": load.p50_ms, "p99_ms": load.p99_ms, **(extra or {})},
+    ).settle()
 
 
 def _notes(load: Throughput, changed: int | None, rate: baselines.Rate | None, connections: int = 0) -> str:
@@ -148,22 +162,7 @@ def get(ctx: Context) -> list[Figure]:
             ctx.url, sql, lambda i: (program, code_name(1 + i % count), None), seconds, False, 10**9
         )
         name = "sqlite3 loop, get's SELECT, 1 connection"
-    return [
-        Figure(
-            f"get c{connections}",
-            ctx.adapter,
-            load.rate,
-            "req/s",
-            rate.rate,
-            "q/s",
-            name,
-            ratio_kind="rate",
-            target=Target("ratio", ">=", 0.7),
-            generator_cpu=load.generator_cpu,
-            note=_notes(load, None, rate),
-            extra={"p50_ms": load.p50_ms, "p99_ms": load.p99_ms},
-        ).settle()
-    ]
+    return [_versus(f"get c{connections}", ctx, load, rate, name, Target("ratio", ">=", 0.7), _notes(load, None, rate))]
 
 
 def latency(ctx: Context) -> list[Figure]:
@@ -259,22 +258,8 @@ def attach(ctx: Context) -> list[Figure]:
         name = "sqlite3 loop, the claiming UPDATE, 1 connection"
     note = _notes(load, claimed, rate, connections)
     note += "; no code handed out twice" if twice == 0 else f"; {twice} CODES HANDED OUT TWICE"
-    return [
-        Figure(
-            f"pool attach c{connections}",
-            ctx.adapter,
-            load.rate,
-            "req/s",
-            rate.rate,
-            "tx/s",
-            name,
-            ratio_kind="rate",
-            target=Target("ratio", ">=", 0.6),
-            generator_cpu=load.generator_cpu,
-            note=note,
-            extra={"handed_twice": twice, "claimed": claimed, "ok": load.ok, "p99_ms": load.p99_ms},
-        ).settle()
-    ]
+    extra = {"handed_twice": twice, "claimed": claimed, "ok": load.ok}
+    return [_versus(f"pool attach c{connections}", ctx, load, rate, name, Target("ratio", ">=", 0.6), note, extra)]
 
 
 def codes_needed(adapter: str, connections: tuple[int, ...], seconds: float) -> int:
