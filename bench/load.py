@@ -71,8 +71,9 @@ def run_measured(command: list[str], timeout: float, env: dict[str, str] | None 
         timer.start()
         try:
             _, status, usage = os.wait4(child.pid, 0)
-        except BaseException:  # Ctrl-C: the child goes with us
+        except BaseException:  # Ctrl-C or the workload's time limit: the child goes with us
             _kill(child.pid)
+            child.wait()
             raise
         finally:
             timer.cancel()

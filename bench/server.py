@@ -11,11 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from bench.load import Failed
 
@@ -49,13 +51,16 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self.started_in = 0.0
         self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 — closed by stop()
 
     def __enter__(self) -> Server:
         command = [*PROMOCODES, "serve", "--port", str(self.port), "--workers", str(self.workers)]
         command += ["--database-url", self.database_url]
+        # stderr to a file, read only when the server fails to start: a pipe nobody reads could fill and stall it.
+        # stdout (the access log) is discarded: written as in production, read by nobody.
         started = time.perf_counter()
         self._process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=server_env(), start_new_session=True
+            command, stdout=subprocess.DEVNULL, stderr=self._stderr, env=server_env(), start_new_session=True
         )
         try:
             self._wait_ready(started)
@@ -74,14 +79,13 @@ class Server:
         deadline = started + self.ready_timeout
         while time.perf_counter() < deadline:
             if self._process.poll() is not None:
-                stderr = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+                self._stderr.seek(0)
+                stderr = self._stderr.read().decode(errors="replace")
                 raise Failed(f"promocodes serve exited {self._process.returncode}: {stderr.strip()[-300:]}")
             try:
                 with urllib.request.urlopen(f"{self.base}/readyz", timeout=1) as answer:
                     if answer.status == 200:
                         self.started_in = time.perf_counter() - started
-                        if self._process.stderr is not None:
-                            self._process.stderr.close()  # nothing reads it from now on: never let it fill
                         return
             except (OSError, urllib.error.URLError):
                 pass
@@ -89,6 +93,7 @@ class Server:
         raise Failed(f"promocodes serve was not ready within {self.ready_timeout:.0f} s")
 
     def stop(self) -> None:
+        self._stderr.close()
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return

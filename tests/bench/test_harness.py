@@ -89,3 +89,22 @@ def test_a_missing_tool_is_one_line_naming_the_package(monkeypatch: pytest.Monke
     assert load.missing(["hey", "curl"]) is None
     line = load.missing(["wrk", "hey", "pgbench"])
     assert line == "bench needs wrk, pgbench: apt-get install postgresql-client wrk"
+
+
+def test_a_workload_past_its_time_limit_is_interrupted() -> None:
+    from bench.__main__ import TimedOut, time_limit
+
+    with pytest.raises(TimedOut), time_limit(0.2):
+        load.run_measured(["sleep", "30"], timeout=60)
+
+
+def test_a_child_past_its_timeout_is_killed_and_reported() -> None:
+    with pytest.raises(load.Failed, match="ran out"):
+        load.run_measured(["sleep", "30"], timeout=0.3)
+
+
+def test_a_measured_child_reports_its_own_cpu_and_memory() -> None:
+    done = load.run_measured(["python3", "-c", "bytearray(50_000_000); sum(range(3_000_000))"], timeout=60)
+    assert done.returncode == 0
+    assert done.peak_rss_mb >= 50
+    assert done.cpu > 0
