@@ -12,7 +12,6 @@ started and drops the databases it created.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import tempfile
@@ -51,7 +50,7 @@ WORKLOADS: dict[str, tuple[Workload, bool, Callable[[Options], float]]] = {
 }
 #: a workload that reads what another made runs that one too
 NEEDS = {"export": "import", "export-http": "import", "console": "import", "attach": "import", "latency": "get"}
-#: what a workload's failure is called in the table when it produced no figure of its own
+#: 500,000 codes keeps a full run (both databases) near 10 minutes on a 2-core machine (docs/performance.md#choices)
 DEFAULT_CODES = 500_000
 DEFAULT_SECONDS = 5.0
 
@@ -130,8 +129,9 @@ def tools_for(adapters: list[str], chosen: list[str]) -> list[str]:
     return tools
 
 
-def run_database(url: str, options: Options, chosen: list[str], out: Console) -> list[Figure]:
-    """Every chosen workload on one database, its server started once for the workloads that need it."""
+def run_database(url: str, options: Options, chosen: list[str], out: Console, sink: list[Figure]) -> None:
+    """Every chosen workload on one database, its server started once for the workloads that need it; each
+    workload's figures go to ``sink`` as soon as it ends (so that Ctrl-C still reports what was measured)."""
     adapter = database.adapter_of(url)
     out.print(f"[bold]{adapter}[/]: seeding …")
     needs_codes = "activate" in chosen or "get" in chosen
@@ -157,12 +157,12 @@ def run_database(url: str, options: Options, chosen: list[str], out: Console) ->
                 except (Failed, TimedOut, OSError, RuntimeError, LookupError) as error:
                     figures = [Figure(name, adapter, None, "", note=f"FAILED: {error}")]
                 ctx.figures += figures
+                sink += figures
                 for figure in figures:
                     figure.extra.setdefault("workload_seconds", round(time.perf_counter() - started, 1))
         finally:
             if server is not None:
                 server.stop()
-    return ctx.figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         for item in urls_or_adapters:
             place = nullcontext(item) if "://" in item else database.fresh(item)
             with place as url:
-                figures += run_database(url, options, chosen, out)
+                run_database(url, options, chosen, out, figures)
     except KeyboardInterrupt:
         out.print("[red]interrupted[/]: the servers were stopped; the figures so far follow")
     wall = time.perf_counter() - started
@@ -202,5 +202,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(main())

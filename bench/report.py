@@ -1,9 +1,9 @@
 """The figures of a run: one table (rich) and the same as JSON under ``bench/results/<timestamp>-<host>.json``.
 
 A :class:`Figure` is one workload on one database: what the server did, what the baseline did in the same run,
-their ratio, the target the issue sets (docs/performance.md#targets) and whether it was met. A workload that could
-not be measured (a tool missing, a timeout, an error) is a figure with ``value`` None and the reason in ``note``,
-so the table always lists every workload.
+their ratio, the target the issue sets (docs/performance.md#what-is-measured) and whether it was met. A workload
+that could not be measured (a tool missing, a timeout, an error) is a figure with ``value`` None and the reason in
+``note``, so the table always lists every workload.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def write_json(figures: list[Figure], options: dict[str, Any], wall: float, fold
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = folder / f"{stamp}-{socket.gethostname()}.json"
     document = {
-        "started": stamp,
+        "finished": stamp,
         "host": socket.gethostname(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
