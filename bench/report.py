@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import socket
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,6 +98,19 @@ def print_table(figures: list[Figure], console: Console | None = None) -> None:
     (console or Console()).print(table)
 
 
+def _commit() -> str | None:
+    """The checkout's commit (with ``+`` when it has changes), so a result names the code it measured."""
+    try:
+        root = Path(__file__).resolve().parent.parent
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
 def write_json(figures: list[Figure], options: dict[str, Any], wall: float, folder: Path = RESULTS) -> Path:
     """``<folder>/<UTC timestamp>-<host>.json``: the run's options, the machine, and every figure."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -105,6 +119,7 @@ def write_json(figures: list[Figure], options: dict[str, Any], wall: float, fold
     document = {
         "finished": stamp,
         "host": socket.gethostname(),
+        "commit": _commit(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "options": options,
