@@ -165,8 +165,13 @@ def run_database(url: str, options: Options, chosen: list[str], out: Console, si
                 server.stop()
 
 
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does: servers stopped, databases dropped
+
+
 def main(argv: list[str] | None = None) -> int:
     args, options, chosen = parse(argv)
+    signal.signal(signal.SIGTERM, _terminated)
     out = Console(width=None if sys.stdout.isatty() else 200)
     if args.database_url:
         urls_or_adapters = [args.database_url]
