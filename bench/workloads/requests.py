@@ -13,13 +13,12 @@ from bench.database import code_name, execute
 from bench.load import Throughput, hey, wrk
 from bench.report import Figure, Target
 from bench.workloads.context import Context
+from promocodes.domain.times import to_micros, utcnow
 
 API = "/api/v1.1/promocodes"
 
 
 def _now_micros() -> int:
-    from promocodes.domain.times import to_micros, utcnow
-
     return to_micros(utcnow())
 
 
