@@ -25,7 +25,7 @@ from rich.console import Console
 
 from bench import database
 from bench.load import Failed, missing
-from bench.report import RESULTS, Figure, print_table, write_json
+from bench.report import RESULTS, Figure, current_commit, print_table, write_json
 from bench.server import Server
 from bench.workloads import bulk, console, requests, startup
 from bench.workloads.context import Context, Options
@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         print(lack, file=sys.stderr)
         return 2
     started = time.perf_counter()
+    commit = current_commit()  # before the run: the code it measures
     figures: list[Figure] = []
     try:
         for item in urls_or_adapters:
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = {key: value for key, value in vars(options).items()}
     shown["workloads"] = chosen
     shown["database_url"] = args.database_url
-    path = write_json(figures, shown, wall, args.results)
+    path = write_json(figures, shown, wall, commit, args.results)
     out.print(f"wall time {wall:.0f} s; JSON: {path}")
     return 0
 

@@ -98,7 +98,7 @@ def print_table(figures: list[Figure], console: Console | None = None) -> None:
     (console or Console()).print(table)
 
 
-def _commit() -> str | None:
+def current_commit() -> str | None:
     """The checkout's commit (with ``+`` when it has changes), so a result names the code it measured."""
     try:
         root = Path(__file__).resolve().parent.parent
@@ -111,7 +111,9 @@ def _commit() -> str | None:
     return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
-def write_json(figures: list[Figure], options: dict[str, Any], wall: float, folder: Path = RESULTS) -> Path:
+def write_json(
+    figures: list[Figure], options: dict[str, Any], wall: float, commit: str | None, folder: Path = RESULTS
+) -> Path:
     """``<folder>/<UTC timestamp>-<host>.json``: the run's options, the machine, and every figure."""
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -119,7 +121,7 @@ def write_json(figures: list[Figure], options: dict[str, Any], wall: float, fold
     document = {
         "finished": stamp,
         "host": socket.gethostname(),
-        "commit": _commit(),
+        "commit": commit,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "options": options,
