@@ -7,10 +7,11 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 from bench import baselines, statements
 from bench.database import code_name, execute
-from bench.load import Throughput, hey, wrk
+from bench.load import Failed, Throughput, hey, wrk
 from bench.report import Figure, Target
 from bench.workloads.context import Context
 from promocodes.domain.times import to_micros, utcnow
@@ -65,7 +66,8 @@ def activate(ctx: Context) -> list[Figure]:
         redeemed = _activated(ctx) - before
         if ctx.adapter == "postgres":
             first = ctx.take_codes(per_step)
-            rate = baselines.pgbench(
+            rate = _baseline(
+                baselines.pgbench,
                 ctx.url,
                 sql,
                 {1: ":program", 2: "'R' || lpad((:n)::text, 9, '0')", 3: ":now", 4: "NULL"},
@@ -88,17 +90,26 @@ def activate(ctx: Context) -> list[Figure]:
             target = Target("ratio", ">=", 0.6)
         elif connections == max(ctx.options.activate_connections):
             target = Target("ratio", ">=", 0.7)
-        extra = {"redeemed": redeemed, "baseline_done": rate.done}
+        extra = {"redeemed": redeemed}
         note = _notes(load, redeemed, rate, connections)
         figures.append(_versus(f"activate c{connections}", ctx, load, rate, baseline_name, target, note, extra))
     return figures
+
+
+def _baseline(run: Callable[..., baselines.Rate], *args: Any) -> baselines.Rate | Failed:
+    """A baseline's rate, or its failure: the HTTP figure is reported either way, with the failure in its note
+    (pgbench can be refused a connection when PostgreSQL's max_connections is taken by other clients)."""
+    try:
+        return run(*args)
+    except Failed as error:
+        return error
 
 
 def _versus(
     workload: str,
     ctx: Context,
     load: Throughput,
-    rate: baselines.Rate,
+    rate: baselines.Rate | Failed,
     baseline_name: str,
     target: Target | None,
     note: str,
@@ -110,18 +121,23 @@ def _versus(
         ctx.adapter,
         load.rate,
         "req/s",
-        rate.rate,
+        rate.rate if isinstance(rate, baselines.Rate) else None,
         "stmt/s",
         baseline_name,
         ratio_kind="rate",
         target=target,
         generator_cpu=load.generator_cpu,
         note=note,
-        extra={"p50_ms": load.p50_ms, "p99_ms": load.p99_ms, **(extra or {})},
+        extra={
+            "p50_ms": load.p50_ms,
+            "p99_ms": load.p99_ms,
+            "baseline_done": rate.done if isinstance(rate, baselines.Rate) else None,
+            **(extra or {}),
+        },
     ).settle()
 
 
-def _notes(load: Throughput, changed: int | None, rate: baselines.Rate | None, connections: int = 0) -> str:
+def _notes(load: Throughput, changed: int | None, rate: baselines.Rate | Failed, connections: int = 0) -> str:
     """What a reader must know to trust a step: refusals, socket errors, a baseline that matched too little."""
     notes = [f"p99 {load.p99_ms:.1f} ms"]
     if load.refused:
@@ -132,9 +148,12 @@ def _notes(load: Throughput, changed: int | None, rate: baselines.Rate | None, c
     # connection. Fewer changes than successes, or more than that margin, would be a fault worth seeing.
     if changed is not None and not load.ok <= changed <= load.ok + connections:
         notes.append(f"DB changed {changed} rows for {load.ok} ok")
-    if rate is not None and rate.matched < rate.done:
+    if isinstance(rate, Failed):
+        notes.append(f"baseline FAILED: {rate}")
+        return "; ".join(notes)
+    if rate.matched < rate.done:
         notes.append(f"baseline matched {rate.matched}/{rate.done}")
-    if rate is not None and rate.generator_cpu is not None:
+    if rate.generator_cpu is not None:
         notes.append(f"pgbench CPU {rate.generator_cpu:.0%}")
     return "; ".join(notes)
 
@@ -146,7 +165,8 @@ def get(ctx: Context) -> list[Figure]:
     count = ctx.seed.attached_codes
     load = wrk(ctx.running.base + f"{API}/get", ctx.seed.token, _code_body(program), 1, count, connections, seconds)
     if ctx.adapter == "postgres":
-        rate = baselines.pgbench(
+        rate = _baseline(
+            baselines.pgbench,
             ctx.url,
             sql,
             {1: ":program", 2: "'R' || lpad((:n)::text, 9, '0')", 3: "NULL"},
@@ -241,7 +261,8 @@ def attach(ctx: Context) -> list[Figure]:
     claimed = _claimed(ctx, program) - before
     twice = handed_twice(ctx.url, program)
     if ctx.adapter == "postgres":
-        rate = baselines.pgbench(
+        rate = _baseline(
+            baselines.pgbench,
             ctx.url,
             sql,
             {1: ":program", 2: ":now"},
