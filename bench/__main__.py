@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sqlite3
 import sys
 import tempfile
 import time
@@ -21,6 +22,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import FrameType
 
+import asyncpg
 from rich.console import Console
 
 from bench import database
@@ -57,6 +59,11 @@ DEFAULT_SECONDS = 5.0
 
 class TimedOut(Exception):
     pass
+
+
+#: what a workload or a database's set-up may fail with: reported in one line (a row of the table), never a
+#: traceback, and the run goes on
+TROUBLE = (Failed, OSError, RuntimeError, LookupError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error)
 
 
 @contextmanager
@@ -154,7 +161,7 @@ def run_database(url: str, options: Options, chosen: list[str], out: Console, si
                 try:
                     with time_limit(timeout(options)):
                         figures = function(ctx)
-                except (Failed, TimedOut, OSError, RuntimeError, LookupError) as error:
+                except (TimedOut, *TROUBLE) as error:
                     figures = [Figure(name, adapter, None, "", note=f"FAILED: {error}")]
                 ctx.figures += figures
                 sink += figures
@@ -193,8 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for item in urls_or_adapters:
             place = nullcontext(item) if "://" in item else database.fresh(item)
-            with place as url:
-                run_database(url, options, chosen, out, figures)
+            try:
+                with place as url:
+                    run_database(url, options, chosen, out, figures)
+            except TROUBLE as error:  # the database could not be created or seeded
+                adapter = database.adapter_of(item) if "://" in item else item
+                out.print(f"[red]{adapter}[/]: {type(error).__name__}: {error}")
+                figures.append(Figure("set-up", adapter, None, "", note=f"FAILED: {type(error).__name__}: {error}"))
     except KeyboardInterrupt:
         out.print("[red]interrupted[/]: the servers were stopped; the figures so far follow")
     wall = time.perf_counter() - started
@@ -204,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     shown["database_url"] = args.database_url
     path = write_json(figures, shown, wall, commit, args.results)
     out.print(f"wall time {wall:.0f} s; JSON: {path}")
-    return 0
+    return 1 if any(figure.workload == "set-up" for figure in figures) else 0
 
 
 if __name__ == "__main__":

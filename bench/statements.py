@@ -1,8 +1,10 @@
 """The statements the server runs on its hot paths, read from ``promocodes/store/codes.py`` itself, so that a
 baseline runs exactly what the server runs — and a change of the store's SQL changes the baseline with it.
 
-The store builds some statements as f-strings around an adapter's lock clause (``{conn.skip_locked}``): those are
-filled in with the adapter's own value (:data:`ADAPTER_CLAUSES`). A statement that cannot be found is an error
+A statement written inside a function is read from the source (``ast``); the store builds some as f-strings
+around an adapter's lock clause (``{conn.skip_locked}``), filled in here with the adapter's own value
+(:data:`ADAPTER_CLAUSES`). A statement the store composes at import time from shared parts is a module-level
+constant, read from the imported module. A statement that cannot be found is an error
 naming it (tests/bench/test_statements.py fails first), never a silent stand-in.
 """
 
@@ -22,19 +24,21 @@ ADAPTER_CLAUSES = {"postgres": PostgresConnection, "sqlite": SqliteConnection}
 
 @dataclass(frozen=True)
 class Hot:
-    """Where a hot statement lives: the function (or module-level name) holding it and how its text begins."""
+    """Where a hot statement lives — a literal inside the function ``holder``, or, when ``constant``, the
+    module-level constant of that name (the store composes those from shared parts) — and how its text begins."""
 
     name: str
     holder: str
     starts: str
+    constant: bool = False
 
 
 #: the redemption: ONE conditional UPDATE (docs/api.md#activate)
 ACTIVATE = Hot("activate", "_activate", "UPDATE code_bindings SET activated")
 #: the pool pick: ONE conditional UPDATE claiming the oldest free code (docs/api.md#attach)
 CLAIM = Hot("claim", "attach_from_pool", "UPDATE codes SET attached_count = 1 WHERE id = (")
-#: the read behind `get`: ONE statement (docs/api.md#get)
-GET = Hot("get", "_CODE_STATE", "SELECT c.id, c.code")
+#: `get`: ONE statement reading the program and the code (docs/api.md#get)
+GET = Hot("get", "_PROGRAM_AND_CODE_STATE", "SELECT p.", constant=True)
 
 
 def _normal(sql: str) -> str:
@@ -64,7 +68,13 @@ def _render(node: ast.expr, adapter: str) -> str | None:
 
 
 def find(hot: Hot, adapter: str, source: str | None = None) -> str:
-    """The statement ``hot`` names, as ``adapter`` runs it (PostgreSQL ``$n`` placeholders), whitespace folded."""
+    """The statement ``hot`` names, as ``adapter`` runs it (PostgreSQL ``$n`` placeholders), whitespace folded.
+    ``source`` replaces the module's text, where literals are looked for (tests)."""
+    if hot.constant:
+        value = getattr(codes_module, hot.holder, None)
+        if isinstance(value, str) and _normal(value).startswith(hot.starts):
+            return _normal(value)
+        raise LookupError(f"{hot.name}: no constant {hot.holder} starting {hot.starts!r} in store/codes.py")
     text = source if source is not None else Path(codes_module.__file__).read_text()
     for node in ast.walk(ast.parse(text)):
         named = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == hot.holder

@@ -17,6 +17,8 @@ from bench.workloads.context import Context
 from promocodes.domain.times import to_micros, utcnow
 
 API = "/api/v1.1/promocodes"
+#: the seeded code numbered ``:n`` (database.code_name), as a pgbench expression
+CODE_KEY = "'R' || lpad((:n)::text, 9, '0')"
 
 
 def _now_micros() -> int:
@@ -52,6 +54,11 @@ def _activation(program: int, first: int, now: int) -> Callable[[int], tuple[int
     return lambda i: (program, code_name(first + i), now, None)
 
 
+def _reading(program: int, account: int, count: int) -> Callable[[int], tuple[int, int, str, str]]:
+    """The arguments of the i-th read of the SQLite loop: program, account, the code and its case-folded key."""
+    return lambda i: (program, account, code_name(1 + i % count), code_name(1 + i % count).casefold())
+
+
 def activate(ctx: Context) -> list[Figure]:
     """Every request redeems a different attached code; the baseline is the redemption's conditional UPDATE."""
     sql = statements.find(statements.ACTIVATE, ctx.adapter)
@@ -70,7 +77,7 @@ def activate(ctx: Context) -> list[Figure]:
                 baselines.pgbench,
                 ctx.url,
                 sql,
-                {1: ":program", 2: "'R' || lpad((:n)::text, 9, '0')", 3: ":now", 4: "NULL"},
+                {1: ":program", 2: CODE_KEY, 3: ":now", 4: "NULL"},
                 connections,
                 seconds,
                 {"program": program, "now": _now_micros(), "first": first, "count": per_step},
@@ -159,7 +166,7 @@ def _notes(load: Throughput, changed: int | None, rate: baselines.Rate | Failed,
 
 
 def get(ctx: Context) -> list[Figure]:
-    """Reads of distinct attached codes; the baseline is get's one statement."""
+    """Reads of distinct attached codes; the baseline is get's one statement (program and code together)."""
     sql = statements.find(statements.GET, ctx.adapter)
     program, seconds, connections = ctx.seed.redeem_program, ctx.options.seconds, ctx.options.connections
     count = ctx.seed.attached_codes
@@ -169,17 +176,16 @@ def get(ctx: Context) -> list[Figure]:
             baselines.pgbench,
             ctx.url,
             sql,
-            {1: ":program", 2: "'R' || lpad((:n)::text, 9, '0')", 3: "NULL"},
+            {1: ":program", 2: ":account", 3: CODE_KEY, 4: f"lower({CODE_KEY})"},
             connections,
             seconds,
-            {"program": program, "first": 1, "count": count},
+            {"program": program, "account": ctx.seed.account_id, "first": 1, "count": count},
             None,
         )
         name = f"pgbench, get's SELECT, {connections} clients"
     else:
-        rate = baselines.sqlite_loop(
-            ctx.url, sql, lambda i: (program, code_name(1 + i % count), None), seconds, False, 10**9
-        )
+        account = ctx.seed.account_id
+        rate = baselines.sqlite_loop(ctx.url, sql, _reading(program, account, count), seconds, False, 10**9)
         name = "sqlite3 loop, get's SELECT, 1 connection"
     return [_versus(f"get c{connections}", ctx, load, rate, name, Target("ratio", ">=", 0.7), _notes(load, None, rate))]
 
