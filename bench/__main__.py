@@ -88,7 +88,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Options, list[str
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smoke mode: tiny data, 1-second loads, SQLite only")
-    parser.add_argument("--database-url", help="run on this database only (used as it is, never dropped)")
+    parser.add_argument("--database-url", help="run on this database only (migrated and seeded, never dropped)")
     parser.add_argument(
         "--adapters", help="comma-separated: sqlite, postgres (default both; quick: sqlite) — fresh databases"
     )
@@ -150,9 +150,6 @@ def run_database(url: str, options: Options, chosen: list[str], out: Console, si
         try:
             for name in chosen:
                 function, needs_server, timeout = WORKLOADS[name]
-                if needs_server and server is None:
-                    server = Server(url, options.workers[adapter]).__enter__()
-                    ctx.server = server
                 if not needs_server and server is not None and name == "startup":
                     server.stop()  # start-up is measured on an otherwise idle machine
                     server = ctx.server = None
@@ -160,6 +157,8 @@ def run_database(url: str, options: Options, chosen: list[str], out: Console, si
                 started = time.perf_counter()
                 try:
                     with time_limit(timeout(options)):
+                        if needs_server and server is None:
+                            server = ctx.server = Server(url, options.workers[adapter]).__enter__()
                         figures = function(ctx)
                 except (TimedOut, *TROUBLE) as error:
                     figures = [Figure(name, adapter, None, "", note=f"FAILED: {error}")]

@@ -2,7 +2,7 @@
 
 Each run gets fresh databases: a SQLite file in a temporary folder, and a PostgreSQL database created for the run
 and dropped at its end (``bench_<random>`` on the server ``PROMOCODES_BENCH_POSTGRES`` names, by default the local
-one). ``--database-url`` names one database instead, which the run uses as it is and never drops.
+one). ``--database-url`` names one database instead, which the run migrates and seeds, and never drops.
 
 The seed is written with set-based SQL (a generated series of codes, profiles and bindings) rather than through
 the API: seeding a hundred thousand attached codes one request at a time would take longer than the benchmark.
@@ -17,12 +17,13 @@ import sqlite3
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
+from bench.statements import to_sqlite
 from promocodes.domain.times import to_micros, utcnow
 from promocodes.models import Role
 from promocodes.service import Services
@@ -65,9 +66,7 @@ async def _admin(sql: str) -> None:
 def execute(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     """One statement (``$n`` placeholders) on its own connection, committed; its rows."""
     if adapter_of(url) == "sqlite":
-        from bench.statements import to_sqlite
-
-        with sqlite3.connect(sqlite_path(url), timeout=30) as conn:
+        with closing(sqlite3.connect(sqlite_path(url), timeout=30)) as conn, conn:  # closed, and committed
             return [tuple(row) for row in conn.execute(to_sqlite(sql), args).fetchall()]
 
     async def run() -> list[tuple[Any, ...]]:
