@@ -22,7 +22,7 @@ from promocodes.domain.times import format_rfc3339, from_micros, to_micros
 from promocodes.errors import ChangedMeanwhile, Conflict, NotFound
 from promocodes.models import Actor, CodeEventKind, CodeState, ExportedCode, Generation, ImportOutcome, Outcome
 from promocodes.store.base import Connection, Row, StoreBase, _Rollback, bulk_operation, operation, read_operation
-from promocodes.store.events import forget, record, record_pool_low, set_details
+from promocodes.store.events import Tally, bump, forget, record, record_pool_low, set_details
 from promocodes.store.rows import _binding, _flag, _time
 
 _CODE_STATE = """
@@ -93,6 +93,7 @@ class CodeStore(StoreBase):
                     len(inserted),
                 )
                 await set_details(conn, event_id, {"source": "import", "count": len(inserted)})
+                await bump(conn, program_id, created, Tally(created=len(inserted)))
             else:
                 await forget(conn, event_id)
             return ImportOutcome(inserted=frozenset(inserted), considered=considered)
@@ -184,6 +185,7 @@ class CodeStore(StoreBase):
             await conn.fetchval(
                 "UPDATE programs SET code_count = code_count + $2 WHERE id = $1 RETURNING code_count", program_id, count
             )
+            await bump(conn, program_id, created, Tally(created=count))
             # Ids grow with every insert, and no other transaction inserts into the program while the lock is
             # held, so the program's ids after `after_id` are exactly the new codes, in creation order.
             returned: list[str] = []
@@ -311,7 +313,8 @@ class CodeStore(StoreBase):
                         "UPDATE codes SET attached_count = attached_count + 1 WHERE id = $1 RETURNING attached_count",
                         code_id,
                     )
-                    await record(conn, CodeEventKind.ATTACHED, actor, at, program_id, code_id, profile_pk)
+                    first = Tally(attached=1) if count == 1 else None
+                    await record(conn, CodeEventKind.ATTACHED, actor, at, program_id, code_id, profile_pk, tally=first)
                     if count == 1:  # its first binding: the code left the free pool (docs/api.md#webhooks)
                         await record_pool_low(conn, program_id, at, actor)
                     return Outcome.DONE
@@ -449,6 +452,15 @@ async def _program_for_insert(conn: Connection, program_id: int, case_sensitive:
     return program
 
 
+async def _lock_code(conn: Connection, program_id: int, key: str) -> int | None:
+    """Hold the code row to commit (``lock_row``) before its bindings, in the order every writer takes them (program,
+    code, binding: see the module docstring); the code's id, or None when the program holds no such code."""
+    code_id: int | None = await conn.fetchval(
+        f"SELECT id FROM codes WHERE program_id = $1 AND code_key = $2{conn.lock_row}", program_id, key
+    )
+    return code_id
+
+
 async def _share_program(conn: Connection, program_id: int) -> None:
     """Take the program row first (``share_row``: ``FOR KEY SHARE`` on PostgreSQL, held to commit), for the reasons
     the module docstring gives; any number of code changes share it, only a delete of the program waits for them."""
@@ -472,7 +484,10 @@ async def _import_one(
     )
     if code_id is not None:  # else created by a concurrent request meanwhile: theirs is the creation
         await conn.fetchval("UPDATE programs SET code_count = code_count + 1 WHERE id = $1 RETURNING id", program_id)
-        await record(conn, CodeEventKind.CREATED, actor, at, program_id, code_id, details={"source": "attach"})
+        details = {"source": "attach"}
+        await record(
+            conn, CodeEventKind.CREATED, actor, at, program_id, code_id, details=details, tally=Tally(created=1)
+        )
     return Outcome.DONE
 
 
@@ -485,7 +500,7 @@ async def _bind(conn: Connection, program_id: int, code_id: int, profile_pk: int
         profile_pk,
         at,
     )
-    await record(conn, CodeEventKind.ATTACHED, actor, at, program_id, code_id, profile_pk)
+    await record(conn, CodeEventKind.ATTACHED, actor, at, program_id, code_id, profile_pk, tally=Tally(attached=1))
     await record_pool_low(conn, program_id, at, actor)
 
 
@@ -512,6 +527,12 @@ async def _code_state(conn: Connection, program_id: int, key: str, profile_pk: i
 async def _activate(
     conn: Connection, program_id: int, key: str, profile_pk: int | None, at: int, actor: Actor
 ) -> Outcome:
+    """Activate the binding, and count the code as activated when it is its first activated binding.
+
+    Lock: the code row first (:func:`_lock_code`), then the binding (the ``UPDATE``): the code's
+    ``activated_count`` then moves under that lock, so of two profiles activating one multiple-usage code at once
+    exactly one sees 0 → 1 and counts the code (docs/api.md#program-statistics)."""
+    await _lock_code(conn, program_id, key)
     activated = await conn.fetchrow(
         """
         UPDATE code_bindings SET activated = $3
@@ -530,8 +551,13 @@ async def _activate(
         profile_pk,
     )
     if activated is not None:
+        code_id = activated["code_id"]
+        count = await conn.fetchval(
+            "UPDATE codes SET activated_count = activated_count + 1 WHERE id = $1 RETURNING activated_count", code_id
+        )
+        first = Tally(activated=1) if count == 1 else None
         await record(
-            conn, CodeEventKind.ACTIVATED, actor, at, program_id, activated["code_id"], activated["profile_pk"]
+            conn, CodeEventKind.ACTIVATED, actor, at, program_id, code_id, activated["profile_pk"], tally=first
         )
         return Outcome.DONE
     state = await _code_state(conn, program_id, key, profile_pk)
@@ -600,7 +626,9 @@ async def _deactivate(
     conn: Connection, program_id: int, key: str, profile_pk: int | None, at: int, actor: Actor
 ) -> Outcome:
     """Clear the activation (a rollback of a redemption), recording ``deactivated`` for each binding cleared. A code
-    that is not activated is left as it is, and records nothing."""
+    that is not activated is left as it is, and records nothing. Lock: the code row first, as :func:`_activate`;
+    the code stops counting as activated when its ``activated_count`` falls to 0."""
+    code_id = await _lock_code(conn, program_id, key)
     cleared = await conn.fetch(
         "UPDATE code_bindings SET activated = NULL WHERE activated IS NOT NULL "
         "AND code_id = (SELECT id FROM codes WHERE program_id = $1 AND code_key = $2) "
@@ -609,8 +637,18 @@ async def _deactivate(
         key,
         profile_pk,
     )
+    if cleared:
+        left = await conn.fetchval(
+            "UPDATE codes SET activated_count = activated_count - $2 WHERE id = $1 RETURNING activated_count",
+            code_id,
+            len(cleared),
+        )
+        last = sorted(cleared, key=lambda row: row["profile_pk"])[-1]["profile_pk"]
     for row in sorted(cleared, key=lambda row: row["profile_pk"]):
-        await record(conn, CodeEventKind.DEACTIVATED, actor, at, program_id, row["code_id"], row["profile_pk"])
+        tally = Tally(deactivated=1) if left == 0 and row["profile_pk"] == last else None
+        await record(
+            conn, CodeEventKind.DEACTIVATED, actor, at, program_id, row["code_id"], row["profile_pk"], tally=tally
+        )
     if cleared:
         return Outcome.DONE
     state = await _code_state(conn, program_id, key, profile_pk)
@@ -651,7 +689,7 @@ async def _detach(conn: Connection, program_id: int, key: str, profile_pk: int, 
             "SELECT 1 FROM code_bindings WHERE code_id = $1 AND profile_pk = $2", code_id, profile_pk
         )
         raise _Rollback(Outcome.ALREADY_ACTIVATED if own else Outcome.ATTACHED_ELSEWHERE)
-    await record(conn, CodeEventKind.DETACHED, actor, at, program_id, code_id, profile_pk)
+    await record(conn, CodeEventKind.DETACHED, actor, at, program_id, code_id, profile_pk, tally=Tally(detached=1))
     return Outcome.DONE
 
 
