@@ -22,6 +22,7 @@ BOTTOM = 26  # room for the first and last day under the axis
 PLOT_WIDTH = WIDTH - LEFT - RIGHT
 PLOT_HEIGHT = HEIGHT - TOP - BOTTOM
 FUNNEL_HEIGHT = 3 * 34
+FUNNEL_LEFT = 230  # room for "activated 1000000 (100.0%)" left of the funnel's bars
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class Charts:
     pool_top: int
     funnel: list[Step]
     funnel_height: int
+    funnel_left: int
 
 
 def _scale_top(largest: int) -> int:
@@ -131,7 +133,7 @@ def charts(stats: Stats, history: ProgramHistory) -> Charts:
             name,
             value,
             round(100 * value / total, 1) if total else 0.0,
-            round(PLOT_WIDTH * value / total, 2) if total else 0.0,
+            round((WIDTH - RIGHT - FUNNEL_LEFT) * value / total, 2) if total else 0.0,
             index * 34 + 4,
         )
         for index, (name, value) in enumerate(steps)
@@ -148,4 +150,5 @@ def charts(stats: Stats, history: ProgramHistory) -> Charts:
         pool_top=pool_top,
         funnel=funnel,
         funnel_height=FUNNEL_HEIGHT,
+        funnel_left=FUNNEL_LEFT,
     )
