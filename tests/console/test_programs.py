@@ -377,3 +377,16 @@ def test_an_upload_that_is_not_a_form_or_has_no_file_is_refused(console: Api) ->
     )
     assert empty.status_code == 400 and "Choose a file" in empty.text
     assert console.ok("promocodes/programs/get", loyalty_id=loyalty_id)["stats"]["total"] == 0
+
+
+def test_a_malformed_form_is_refused_and_changes_nothing(console: Api) -> None:
+    loyalty_id = console.program(name="Spring")
+    token = csrf(console, f"/console/programs/{loyalty_id}")
+    body = f'--b\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n{token}\r\n--b\r\nbroken\x00header'.encode()
+    answer = console.client.post(
+        f"/console/programs/{loyalty_id}/import",
+        content=body,
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert answer.status_code == 400
+    assert console.ok("promocodes/programs/get", loyalty_id=loyalty_id)["stats"]["total"] == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import csv
+import functools
 import io
 import re
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -254,8 +256,9 @@ class _Upload:
                 self.line_numbers.append(self.lines)
 
     def take(self) -> tuple[list[str], list[int]]:
-        batch, numbers = self.pending, self.line_numbers
-        self.pending, self.line_numbers = [], []
+        """The next batch: at most :data:`UPLOAD_BATCH` codes, with their line numbers."""
+        batch, numbers = self.pending[:UPLOAD_BATCH], self.line_numbers[:UPLOAD_BATCH]
+        del self.pending[:UPLOAD_BATCH], self.line_numbers[:UPLOAD_BATCH]
         return batch, numbers
 
 
@@ -532,18 +535,18 @@ class ProgramPages:
             received += len(chunk)
             if received > limit:
                 raise PayloadTooLarge(f"The file is larger than the upload limit of {limit // (1024 * 1024)} MiB")
-            try:
-                parser.write(chunk)
-            except PromocodeError as error:
-                if not started:
-                    raise
-                report.stopped = error.text
+            stopped = _parse(functools.partial(parser.write, chunk), started)
+            if stopped:
+                report.stopped = stopped
                 return report
             # A binary file is refused before any import: the first batch waits until the sniffed bytes are in.
-            if len(upload.pending) >= UPLOAD_BATCH and (started or len(upload.sniffed) >= UPLOAD_SNIFF_BYTES):
+            while len(upload.pending) >= UPLOAD_BATCH and (started or len(upload.sniffed) >= UPLOAD_SNIFF_BYTES):
                 started = True
                 await self._import_batch(principal, loyalty_id, upload, report)
-        parser.finalize()
+        stopped = _parse(parser.finalize, started)
+        if stopped:
+            report.stopped = stopped
+            return report
         if not upload.had_file:
             raise BadRequest("Choose a file to upload")
         while upload.pending:
@@ -577,6 +580,22 @@ class _Report(msgspec.Struct):
     lines: int
     errors: list[str]
     stopped: str
+
+
+def _parse(step: Callable[[], object], started: bool) -> str:
+    """Run one step of the multipart parser: "" when it went well; why the upload stops when batches were imported
+    already (they stay: docs/console.md#import-by-upload); else the refusal is raised and nothing was imported."""
+    try:
+        step()
+    except MultipartParseError:
+        error: PromocodeError = BadRequest("The upload is not a well-formed form (multipart/form-data)")
+    except PromocodeError as refused:
+        error = refused
+    else:
+        return ""
+    if not started:
+        raise error
+    return error.text
 
 
 async def _next_chunk(stream: AsyncIterator[bytes], timeout: float) -> bytes:
