@@ -211,11 +211,13 @@ class CodeStore(StoreBase):
         """Redeem a code: ONE conditional ``UPDATE`` (attached, not activated, not expired, and bound to
         ``profile_pk`` when one is named), and its ``activated`` event, in one transaction.
 
-        Locks: the program row (``share_row``, see the module docstring), then the ``UPDATE`` row lock. Two
-        concurrent activations both find the binding, but the second waits on the first's row lock and then
-        re-checks ``activated IS NULL`` against the committed row (PostgreSQL's READ COMMITTED re-evaluation; on
-        SQLite write transactions are serial), so exactly one of them matches — and only that one writes the
-        event, right after its ``UPDATE``. The read that explains a refusal changes nothing.
+        Locks: the program row (``share_row``, see the module docstring), then the code row (``lock_row``, see
+        :func:`_activate`: it keeps the code's ``activated_count`` — and so the program's ``activated`` counter —
+        exact when several profiles activate one shared code at once), then the ``UPDATE`` row lock. Two
+        concurrent activations of one code queue on the code row; the second then re-checks
+        ``activated IS NULL`` against the committed row (PostgreSQL's READ COMMITTED re-evaluation; on SQLite write
+        transactions are serial), so exactly one of them matches — and only that one writes the event, right after
+        its ``UPDATE``. The read that explains a refusal changes nothing.
         """
         at = to_micros(now)
         async with conn.transaction():
