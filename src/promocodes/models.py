@@ -386,6 +386,7 @@ class Outcome(enum.Enum):
     SEVERAL_PROFILES = "attached to several profiles"
     ALREADY_ACTIVATED = "already activated"
     EXPIRED = "expired"
+    PROGRAM_INACTIVE = "program inactive"  # paused after the service read it: judged again in the transaction
     LIMIT_REACHED = "program limit reached"
     KEY_SPACE_FULL = "too many codes for the template's key space"
 

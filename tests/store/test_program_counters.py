@@ -7,6 +7,7 @@ The sequences are random but seeded (one test per seed), so a failure replays ex
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from promocodes.domain.times import to_micros
 from promocodes.models import Outcome, ProgramStats
 from promocodes.store import Store
 from promocodes.store.migrations import migration_files
+from promocodes.store.postgres import PostgresStore
 from tests.helpers import ACTOR, drawing, save_profile, sql_rows
 
 pytestmark = pytest.mark.anyio
@@ -206,3 +208,30 @@ async def test_migration_fills_the_counters_from_existing_rows(store: Store, dat
     await sql_rows(database_url, "DELETE FROM program_days")
     await sql_rows(database_url, fill)
     assert [await store.program_stats(p, run.now) for p in (personal, shared)] == before
+
+
+async def test_activations_written_in_groups_keep_the_counters_exact(store: Store, database_url: str) -> None:
+    """On PostgreSQL concurrent activations are written in groups (store.redemptions): each group's statement moves
+    the codes' ``activated_count`` and the program's counters too. A shared code activated by many profiles at once
+    counts once, whatever groups its activations land in."""
+    from tests.store.test_redemptions import mixed_program, redeem_all
+
+    program_id, first, second = await mixed_program(store)
+    await redeem_all(store, program_id, first, second)
+    account_id = await store.ensure_account("acme", START)
+    shared = await store.create_program(account_id, {"name": "shared", "multiple_usage": True}, START)
+    await store.import_codes(shared.id, [("UNI", "UNI")], START, actor=ACTOR)
+    db_id = (await store.create_database(account_id, "more", START)).id
+    pks = [(await save_profile(store, db_id, f"u{n}", None, [], {}, START)).pk for n in range(30)]
+    for pk in pks:
+        assert await store.attach_code(shared.id, "UNI", "UNI", pk, True, False, START, actor=ACTOR) is Outcome.DONE
+    outcomes = await asyncio.gather(
+        *(store.activate(shared.id, "UNI", pk, START, actor=ACTOR) for pk in pks),
+        *(store.activate(program_id, "USED", None, START, actor=ACTOR) for _ in range(5)),
+    )
+    assert outcomes.count(Outcome.DONE) == 30
+    for checked in (program_id, shared.id):
+        assert await store.program_stats(checked, START) == await oracle(database_url, checked, START)
+    assert (await store.program_stats(shared.id, START)).activated == 1
+    if isinstance(store, PostgresStore):
+        assert store._redemptions is not None and store._redemptions.groups_written >= 1, "no group was formed"

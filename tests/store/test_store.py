@@ -1451,3 +1451,31 @@ async def test_codes_are_never_stored_under_a_case_setting_that_changed_meanwhil
     assert (await store.program_stats(created.id, NOW)).total == 0
     outcome = await store.import_codes(created.id, [("Spring", "spring")], NOW, case_sensitive=False, actor=ACTOR)
     assert outcome.inserted == {"spring"}
+
+
+async def test_get_reads_the_program_and_the_code_in_one_look_up(store: Store) -> None:
+    """``program_and_code_state``: the account's program (another account's is None, like a missing one) and the
+    code as the program's case rule finds it — the same state ``code_state`` reads by key."""
+    acme = await account(store)
+    exact = await program(store, acme, name="Exact", case_sensitive=True)
+    folding = await program(store, acme, name="Folding", case_sensitive=False)
+    await store.import_codes(exact.id, [("Spring-1", "Spring-1")], NOW, actor=ACTOR)
+    await store.import_codes(folding.id, [("Spring-1", "spring-1")], NOW, actor=ACTOR)
+    db_id = await database(store, acme)
+    holder = await save_profile(store, db_id, "d" * 24, "holder@example.org", [], {}, NOW)
+    await store.attach_code(folding.id, "Spring-1", "spring-1", holder.pk, False, False, NOW, actor=ACTOR)
+
+    found = await store.program_and_code_state(acme, folding.id, "SPRING-1")
+    assert found is not None
+    found_program, state = found
+    assert found_program == folding
+    assert state == await store.code_state(folding.id, "spring-1")
+    assert state is not None and state.code == "Spring-1" and state.latest is not None
+    assert state.latest.profile_pk == holder.pk
+
+    assert await store.program_and_code_state(acme, exact.id, "SPRING-1") == (exact, None)
+    found = await store.program_and_code_state(acme, exact.id, "Spring-1")
+    assert found is not None and found[1] == await store.code_state(exact.id, "Spring-1")
+    other = await account(store, "other")
+    assert await store.program_and_code_state(other, folding.id, "Spring-1") is None
+    assert await store.program_and_code_state(acme, folding.id + exact.id + 1, "Spring-1") is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from promocodes.domain.times import utcnow
 from promocodes.errors import BadRequest, NotFound
 from promocodes.models import Principal, Role
+from promocodes.service.programs import missing_program
 from promocodes.store import Store
 
 
@@ -43,5 +44,5 @@ class AccountService:
         program."""
         account_id = await self.store.program_account(program_id)
         if account_id is None:
-            raise NotFound(f"Program {program_id} not found")
+            raise missing_program(program_id)
         return _admin(account_id)

@@ -30,6 +30,11 @@ def _shown(setting: Setting, value: Any) -> Any:
     return format_rfc3339(value) if setting.kind is datetime else value
 
 
+def missing_program(program_id: int) -> NotFound:
+    """The 404 of a program the caller's account does not hold: another account's program looks just the same."""
+    return NotFound(f"Program {program_id} not found")
+
+
 def program_view(program: Program, stats: Stats | None = None) -> ProgramView:
     return ProgramView(
         id=program.id,
@@ -82,7 +87,7 @@ def _updated(program_id: int, updated: Program | Literal[False] | None) -> Progr
     """``programs/update``'s answer to the store's result (pure: it also runs inside the store's transaction, to keep
     the answer of a request with an idempotency key, docs/api.md#idempotent-retries)."""
     if updated is None:
-        raise NotFound(f"Program {program_id} not found")
+        raise missing_program(program_id)
     if updated is False:
         raise Conflict("`case_sensitive` cannot change while the program holds codes")
     return program_view(updated)
@@ -91,7 +96,7 @@ def _updated(program_id: int, updated: Program | Literal[False] | None) -> Progr
 def _deleted(program_id: int, deleted: bool | None) -> None:
     """``programs/delete``'s answer to the store's result (pure, as :func:`_updated`)."""
     if deleted is None:
-        raise NotFound(f"Program {program_id} not found")
+        raise missing_program(program_id)
     if not deleted:
         raise Conflict(f"Program {program_id} still holds attached codes; pass force: true to delete it")
 
@@ -104,7 +109,7 @@ class ProgramService:
         """The caller's program; another account's program is reported exactly like a missing one."""
         program = await self.store.get_program(principal.account_id, program_id)
         if program is None:
-            raise NotFound(f"Program {program_id} not found")
+            raise missing_program(program_id)
         return program
 
     async def create(self, principal: Principal, request: ProgramCreate) -> ProgramView:

@@ -40,7 +40,7 @@ from promocodes.schemas import (
 )
 from promocodes.service.idempotency import NOT_FINAL, NotFinal, final
 from promocodes.service.profiles import ProfileLookup, ProfileService, lookup_from
-from promocodes.service.programs import ProgramService
+from promocodes.service.programs import ProgramService, missing_program
 from promocodes.store import Store
 
 DUPLICATED = "Promocode duplicated"  # literal text documented by Altcraft
@@ -66,6 +66,8 @@ _REFUSALS: dict[Outcome, tuple[type[PromocodeError], str]] = {
 def _fail(outcome: Outcome, code: str, program_id: int) -> PromocodeError:
     if outcome is Outcome.NO_CODE:
         return NotFound(f"Promo code {code!r} not found in program {program_id}")
+    if outcome is Outcome.PROGRAM_INACTIVE:
+        return Conflict(f"Program {program_id} is inactive")
     error, text = _REFUSALS[outcome]
     return error(text)
 
@@ -232,8 +234,10 @@ class PromocodeService:
 
     async def get(self, principal: Principal, request: CodeRequest) -> CodeReport:
         code = clean_code(request.code)
-        program = await self.programs.program(principal, request.loyalty_id)
-        state = await self.store.code_state(program.id, code_key(code, program.case_sensitive))
+        found = await self.store.program_and_code_state(principal.account_id, request.loyalty_id, code)
+        if found is None:
+            raise missing_program(request.loyalty_id)
+        program, state = found
         if state is None:
             raise _fail(Outcome.NO_CODE, code, program.id)
         return code_report(program, state, utcnow())

@@ -153,6 +153,13 @@ async def insert_answer(conn: Connection, claim: Claim, answer: Answer) -> bool:
     return created is not None
 
 
+def claim_pending() -> bool:
+    """Whether the request's claim holds a render, which the next operation takes: that operation must then run in
+    a transaction of its own (``store.redemptions`` leaves such a request out of its groups)."""
+    claim = CLAIM.get()
+    return claim is not None and claim.render is not None
+
+
 def claimed(work: Callable[[Connection], Awaitable[T]]) -> Callable[[Connection], Awaitable[T]]:
     """An operation's work as the store's decorators run it: as it is, unless the request's claim holds a render,
     which this operation then takes (the next operation runs plain again)."""

@@ -17,29 +17,66 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 
+from promocodes.domain.codes import code_key
 from promocodes.domain.templates import KeyPattern
 from promocodes.domain.times import format_rfc3339, from_micros, to_micros
 from promocodes.errors import ChangedMeanwhile, Conflict, NotFound
-from promocodes.models import Actor, CodeEventKind, CodeState, ExportedCode, Generation, ImportOutcome, Outcome
-from promocodes.store.base import Connection, Row, StoreBase, _Rollback, bulk_operation, operation, read_operation
+from promocodes.models import (
+    Actor,
+    CodeEventKind,
+    CodeState,
+    ExportedCode,
+    Generation,
+    ImportOutcome,
+    Outcome,
+    Program,
+)
+from promocodes.store.base import (
+    BULK_SECONDS_PER_ROW,
+    Connection,
+    Row,
+    StoreBase,
+    _Rollback,
+    bulk_operation,
+    operation,
+    read_operation,
+)
+from promocodes.store.claims import claim_pending
 from promocodes.store.events import Tally, bump, forget, record, record_pool_low, set_details
-from promocodes.store.rows import _binding, _flag, _time
+from promocodes.store.redemptions import Redemption, RedemptionGroups, redeem_group
+from promocodes.store.rows import PROGRAM_COLUMNS, _binding, _flag, _program, _time
 
-_CODE_STATE = """
-    SELECT c.id, c.code, c.program_id, c.created, c.expire_date, c.attached_count,
-           (SELECT count(activated) FROM code_bindings WHERE code_id = c.id) AS activated_count,
-           (SELECT max(activated) FROM code_bindings WHERE code_id = c.id) AS last_activated,
-           l.profile_pk AS latest_profile_pk, lp.profile_id AS latest_profile_id,
-           lp.database_id AS latest_database_id, l.attached AS latest_attached, l.activated AS latest_activated,
-           o.profile_pk AS own_profile_pk, op.profile_id AS own_profile_id,
-           op.database_id AS own_database_id, o.attached AS own_attached, o.activated AS own_activated
-    FROM codes c
+# A code's state (``CodeState``): the code, its latest binding and — for a named profile — that profile's binding.
+# The columns and joins are shared by the look-up by key (``_CODE_STATE``) and get's one read of program and code
+# together (``_PROGRAM_AND_CODE_STATE``); ``{profile}`` is the placeholder of the named profile's pk.
+_STATE_COLUMNS = """
+    c.id, c.code, c.program_id, c.created, c.expire_date, c.attached_count,
+    (SELECT count(activated) FROM code_bindings WHERE code_id = c.id) AS activated_count,
+    (SELECT max(activated) FROM code_bindings WHERE code_id = c.id) AS last_activated,
+    l.profile_pk AS latest_profile_pk, lp.profile_id AS latest_profile_id,
+    lp.database_id AS latest_database_id, l.attached AS latest_attached, l.activated AS latest_activated,
+    o.profile_pk AS own_profile_pk, op.profile_id AS own_profile_id,
+    op.database_id AS own_database_id, o.attached AS own_attached, o.activated AS own_activated
+"""
+_STATE_JOINS = """
     LEFT JOIN code_bindings l ON l.id = (
         SELECT id FROM code_bindings WHERE code_id = c.id ORDER BY attached DESC, id DESC LIMIT 1)
     LEFT JOIN profiles lp ON lp.id = l.profile_pk
-    LEFT JOIN code_bindings o ON o.code_id = c.id AND o.profile_pk = CAST($3 AS BIGINT)
+    LEFT JOIN code_bindings o ON o.code_id = c.id AND o.profile_pk = CAST({profile} AS BIGINT)
     LEFT JOIN profiles op ON op.id = o.profile_pk
+"""
+_CODE_STATE = f"""
+    SELECT {_STATE_COLUMNS} FROM codes c {_STATE_JOINS.format(profile="$3")}
     WHERE c.program_id = $1 AND c.code_key = $2
+"""
+# The program (its columns prefixed ``p_``) and the code, looked up by the key the program's own case rule gives:
+# ``$3`` the code as written, ``$4`` its case-folded key (domain.codes.code_key). No code: its columns are NULL.
+_PROGRAM_AND_CODE_STATE = f"""
+    SELECT {", ".join(f"p.{column} AS p_{column}" for column in PROGRAM_COLUMNS)}, {_STATE_COLUMNS}
+    FROM programs p
+    LEFT JOIN codes c ON c.program_id = p.id AND c.code_key = CASE WHEN p.case_sensitive THEN $3 ELSE $4 END
+    {_STATE_JOINS.format(profile="NULL")}
+    WHERE p.id = $1 AND p.account_id = $2
 """
 
 
@@ -199,14 +236,42 @@ class CodeStore(StoreBase):
             )
 
     @read_operation
+    async def program_and_code_state(
+        self, conn: Connection, account_id: int, program_id: int, code: str
+    ) -> tuple[Program, CodeState | None] | None:
+        """``get``'s one read (docs/api.md#get): the account's program — None when it has no such program — and the
+        code as that program looks it up (exactly, or through case folding), None when it holds no such code. ONE
+        statement: one round trip, and program and code read from one snapshot."""
+        row = await conn.fetchrow(
+            _PROGRAM_AND_CODE_STATE, program_id, account_id, code_key(code, True), code_key(code, False)
+        )
+        return None if row is None else (_program(row, "p_"), _state(row))
+
+    @read_operation
     async def code_state(
         self, conn: Connection, program_id: int, key: str, profile_pk: int | None = None
     ) -> CodeState | None:
         return await _code_state(conn, program_id, key, profile_pk)
 
-    @operation
+    #: the grouping of concurrent activations (``store.redemptions``), set by the PostgreSQL adapter; None: each
+    #: activation is its own operation (SQLite's writer already commits concurrent operations as one group)
+    _redemptions: RedemptionGroups | None = None
+
     async def activate(
-        self, conn: Connection, program_id: int, key: str, profile_pk: int | None, now: datetime, *, actor: Actor
+        self, program_id: int, key: str, profile_pk: int | None, now: datetime, *, actor: Actor
+    ) -> Outcome:
+        """Redeem a code (docs/api.md#activate): on its own (:meth:`_activate_alone`), or — on PostgreSQL, when
+        other activations arrive at the same moment — in one transaction with them (``store.redemptions``), which
+        gives it the same outcome. A request with an idempotency claim always runs on its own: its answer is
+        written in its own transaction (``store.claims``)."""
+        at = to_micros(now)
+        if self._redemptions is None or claim_pending():
+            return await self._activate_alone(program_id, key, profile_pk, at, actor)
+        return await self._redemptions.activate(program_id, key, profile_pk, at, actor)
+
+    @operation
+    async def _activate_alone(
+        self, conn: Connection, program_id: int, key: str, profile_pk: int | None, at: int, actor: Actor
     ) -> Outcome:
         """Redeem a code: ONE conditional ``UPDATE`` (attached, not activated, not expired, and bound to
         ``profile_pk`` when one is named), and its ``activated`` event, in one transaction.
@@ -219,10 +284,35 @@ class CodeStore(StoreBase):
         transactions are serial), so exactly one of them matches — and only that one writes the event, right after
         its ``UPDATE``. The read that explains a refusal changes nothing.
         """
-        at = to_micros(now)
         async with conn.transaction():
             await _share_program(conn, program_id)
             return await _activate(conn, program_id, key, profile_pk, at, actor)
+
+    def _group_redemptions(self) -> RedemptionGroups:
+        """The PostgreSQL adapter's grouping of activations, over this store's operations."""
+
+        async def alone(redemption: Redemption) -> Outcome:
+            return await self._activate_alone(
+                redemption.program_id, redemption.key, redemption.profile_pk, redemption.at, redemption.actor
+            )
+
+        return RedemptionGroups(self._activate_group, alone)
+
+    async def _activate_group(self, group: list[Redemption]) -> list[Outcome]:
+        """One transaction for the group (``store.redemptions.redeem_group``); each request not activated is then
+        explained, in the same transaction, by the single path's read."""
+
+        async def work(conn: Connection) -> list[Outcome]:
+            async with conn.transaction():
+                done = await redeem_group(conn, group)
+                return [
+                    Outcome.DONE
+                    if i in done
+                    else await _not_activated(conn, redemption.program_id, redemption.key, redemption.profile_pk)
+                    for i, redemption in enumerate(group)
+                ]
+
+        return await self._run(work, extra_time=len(group) * BULK_SECONDS_PER_ROW)
 
     @operation
     async def update_code(
@@ -510,7 +600,12 @@ async def _code_state(conn: Connection, program_id: int, key: str, profile_pk: i
     """The code with its latest binding and, when ``profile_pk`` is given, that profile's binding: ONE statement,
     so the parts are read from one snapshot without a transaction around them."""
     row = await conn.fetchrow(_CODE_STATE, program_id, key, profile_pk)
-    if row is None:
+    return None if row is None else _state(row)
+
+
+def _state(row: Row) -> CodeState | None:
+    """The code's state from the columns of ``_STATE_COLUMNS``; None when they are NULL (no such code)."""
+    if row["id"] is None:
         return None
     return CodeState(
         id=row["id"],
@@ -543,6 +638,7 @@ async def _activate(
             WHERE c.program_id = $1 AND c.code_key = $2 AND b.activated IS NULL
               AND (c.expire_date IS NULL OR c.expire_date > $3)
               AND (CAST($4 AS BIGINT) IS NULL OR b.profile_pk = $4)
+              AND EXISTS (SELECT 1 FROM programs WHERE id = $1 AND active)
             ORDER BY b.id LIMIT 1)
         AND activated IS NULL
         RETURNING code_id, profile_pk
@@ -562,9 +658,18 @@ async def _activate(
             conn, CodeEventKind.ACTIVATED, actor, at, program_id, code_id, activated["profile_pk"], tally=first
         )
         return Outcome.DONE
+    return await _not_activated(conn, program_id, key, profile_pk)
+
+
+async def _not_activated(conn: Connection, program_id: int, key: str, profile_pk: int | None) -> Outcome:
+    """Why the conditional ``UPDATE`` of an activation matched no row: a read, which changes nothing. The program's
+    state is part of that ``UPDATE``'s condition, so a program paused after the service read it is judged as it
+    stands in this transaction (docs/api.md#order-of-checks: the code is looked for first)."""
     state = await _code_state(conn, program_id, key, profile_pk)
     if state is None:
         return Outcome.NO_CODE
+    if not await conn.fetchval("SELECT active FROM programs WHERE id = $1", program_id):
+        return Outcome.PROGRAM_INACTIVE
     binding = state.own if profile_pk is not None else state.latest
     if binding is None:
         return Outcome.NOT_ATTACHED if state.attached_count == 0 else Outcome.ATTACHED_ELSEWHERE

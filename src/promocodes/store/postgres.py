@@ -50,6 +50,17 @@ _UNAVAILABLE = (
 )
 
 
+class _PooledConnection(asyncpg.Connection):
+    """asyncpg's connection without the reset query its pool sends each time a connection comes back
+    (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``): a round trip per operation, paid for session
+    state this store never leaves behind — its locks are transaction-scoped (``pg_advisory_xact_lock``), it sets no
+    session setting, listens to nothing and keeps no cursor or temporary table past its transaction (a test reads
+    the store's SQL for each). An open transaction is still rolled back on release (asyncpg's ``_reset``)."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 class PostgresConnection:
     """:class:`~promocodes.store.base.Connection` over one asyncpg connection."""
 
@@ -145,6 +156,9 @@ class PostgresStore(Store):
         self.timeout = timeout
         self._pool: asyncpg.Pool | None = None
         self._operations = 0  # running or waiting for a connection (``load``)
+        # Concurrent activations share transactions (store.redemptions): each commit here costs a round trip and a
+        # WAL flush, which a group pays once.
+        self._redemptions = self._group_redemptions()
 
     async def open(self) -> None:
         """Connect the pool's first connection, within the timeout (a frozen server must not stall the start)."""
@@ -154,6 +168,7 @@ class PostgresStore(Store):
                     self.dsn,
                     min_size=1,
                     max_size=self.pool_size,
+                    connection_class=_PooledConnection,
                     timeout=self.timeout,  # connect
                     command_timeout=self.timeout,  # the statements asyncpg issues on its own (BEGIN, COMMIT, reset)
                 )

@@ -20,7 +20,8 @@ def _flag(value: Any) -> bool:
     return bool(value)
 
 
-_PROGRAM_COLUMNS = "id, account_id, " + ", ".join(PROGRAM_SETTINGS) + ", created"
+PROGRAM_COLUMNS = ("id", "account_id", *PROGRAM_SETTINGS, "created")
+_PROGRAM_COLUMNS = ", ".join(PROGRAM_COLUMNS)
 _SETTING_KINDS = {setting.name: setting.kind for setting in SETTINGS}
 
 
@@ -33,12 +34,13 @@ def _column_value(kind: type, value: Any) -> Any:
     return value
 
 
-def _program(row: Row) -> Program:
+def _program(row: Row, prefix: str = "") -> Program:
+    """The program of a row holding :data:`PROGRAM_COLUMNS`, each named with ``prefix`` when a join needs one."""
     return Program(
-        id=row["id"],
-        account_id=row["account_id"],
-        created=_time(row["created"]),
-        **{setting.name: _column_value(setting.kind, row[setting.name]) for setting in SETTINGS},
+        id=row[prefix + "id"],
+        account_id=row[prefix + "account_id"],
+        created=_time(row[prefix + "created"]),
+        **{setting.name: _column_value(setting.kind, row[prefix + setting.name]) for setting in SETTINGS},
     )
 
 
