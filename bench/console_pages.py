@@ -5,11 +5,12 @@ SQLite and on PostgreSQL.
 
 Seeds a fresh database through the store: a program of ``--codes`` generated codes (one generate call: one
 transaction), a second, small program (the programs list shows both), ``--attached`` codes attached from the pool to
-as many profiles and a third of them activated (one store call each, as the API makes them), and an expiry on every
-other code (half of them in the past: the time-dependent counts then have the most to count). Then serves the
-application with uvicorn on a free port, signs in with an admin token through the console's own form, and asks for
-each page ``--requests`` times with an httpx client, printing the median and the slowest in milliseconds. The
-export (a download of every code) is not a page and is left out.
+as many profiles and a third of them activated (one store call each, as the API makes them), and an expiry on
+``--expiring`` codes, half of them in the past (the API sets expiries one code at a time, so 10,000 is already a
+lot; ``--expiring 500000`` shows the one cost that grows: counting the expired codes, docs/console.md#speed). Then
+serves the application with uvicorn on a free port, signs in with an admin token through the console's own form,
+and asks for each page ``--requests`` times with an httpx client, printing the median and the slowest in
+milliseconds. The export (a download of every code) is not a page and is left out.
 
 Each backend gets a fresh database (a temporary SQLite file; a new PostgreSQL database, dropped afterwards).
 Figures depend on the machine and on what else runs on it: compare on the same one, with nothing else running.
@@ -52,7 +53,7 @@ TEMPLATE = "BENCH-########"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
-async def seed(url: str, codes: int, attached: int) -> tuple[str, int, str]:
+async def seed(url: str, codes: int, attached: int, expiring: int) -> tuple[str, int, str]:
     """The seeded database's admin token, the big program's id and one of its attached codes."""
     store = open_store(url, timeout=600.0)
     await store.open()
@@ -88,7 +89,7 @@ async def seed(url: str, codes: int, attached: int) -> tuple[str, int, str]:
             if number % 3 == 0:
                 await store.activate(program.id, code, profile.pk, now, actor=ACTOR)
         print(f"  attached {attached:,} codes in {time.perf_counter() - started:.1f} s", flush=True)
-        await expire_half(url, program.id, generation.after_id, now)
+        await expire_some(url, program.id, generation.after_id, now, max(1, codes // max(expiring, 1)))
         token = (await Services(store).tokens.issue("default", Role.ADMIN)).token
         assert isinstance(token, str)
         return token, program.id, sample
@@ -96,27 +97,27 @@ async def seed(url: str, codes: int, attached: int) -> tuple[str, int, str]:
         await store.close()
 
 
-async def expire_half(url: str, program_id: int, after_id: int, now: datetime) -> None:
-    """An expiry on every other code, half of those in the past: one statement (the bench's seeding, not a path
-    of the server)."""
+async def expire_some(url: str, program_id: int, after_id: int, now: datetime, step: int) -> None:
+    """An expiry on every ``step``-th code, half of those in the past: one statement (the bench's seeding, not a
+    path of the server)."""
     past = int((now - timedelta(days=1)).timestamp() * 1_000_000)
     future = int((now + timedelta(days=30)).timestamp() * 1_000_000)
     sql = (
-        "UPDATE codes SET expire_date = CASE WHEN id % 4 = 0 THEN CAST($3 AS BIGINT) ELSE CAST($4 AS BIGINT) END "
-        "WHERE program_id = $1 AND id > $2 AND id % 2 = 0"
+        "UPDATE codes SET expire_date = CASE WHEN id % (2 * $5) = 0 THEN CAST($3 AS BIGINT) "
+        "ELSE CAST($4 AS BIGINT) END WHERE program_id = $1 AND id > $2 AND id % $5 = 0"
     )
     if url.startswith("sqlite"):
         import sqlite3
 
         raw = sqlite3.connect(url.removeprefix("sqlite:///"))
         with raw:
-            raw.execute(re.sub(r"\$(\d)", r"?\1", sql), (program_id, after_id, past, future))
+            raw.execute(re.sub(r"\$(\d)", r"?\1", sql), (program_id, after_id, past, future, step))
         raw.execute("ANALYZE")
         raw.close()
     else:
         conn = await asyncpg.connect(url)
         try:
-            await conn.execute(sql, program_id, after_id, past, future)
+            await conn.execute(sql, program_id, after_id, past, future, step)
             await conn.execute("VACUUM ANALYZE codes")  # what autovacuum does soon after such a change
         finally:
             await conn.close()
@@ -170,7 +171,7 @@ def measure(url: str, token: str, program_id: int, code: str, requests: int) -> 
             print(f"  {name:28} median {statistics.median(times):7.1f} ms   slowest {max(times):7.1f} ms", flush=True)
 
 
-async def prepare(backend: str, folder: Path, codes: int, attached: int) -> tuple[str, str, int, str]:
+async def prepare(backend: str, folder: Path, codes: int, attached: int, expiring: int) -> tuple[str, str, int, str]:
     if backend == "sqlite":
         url = f"sqlite:///{folder / 'bench.db'}"
     else:
@@ -181,7 +182,7 @@ async def prepare(backend: str, folder: Path, codes: int, attached: int) -> tupl
         finally:
             await admin.close()
         url = PG_ADMIN.rpartition("/")[0] + "/" + name
-    return (url, *await seed(url, codes, attached))
+    return (url, *await seed(url, codes, attached, expiring))
 
 
 async def drop(url: str) -> None:
@@ -198,13 +199,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--codes", type=int, default=1_000_000)
     parser.add_argument("--attached", type=int, default=3000, help="codes attached from the pool, a third activated")
+    parser.add_argument("--expiring", type=int, default=10_000, help="codes with an expiry, half of them past")
     parser.add_argument("--requests", type=int, default=9, help="requests per page (after one to warm up)")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     options = parser.parse_args()
     for backend in ["sqlite", "postgres"] if options.backend == "both" else [options.backend]:
-        print(f"{backend}: {options.codes:,} codes, {options.attached:,} attached", flush=True)
+        print(f"{backend}: {options.codes:,} codes, {options.attached:,} attached, {options.expiring:,} expiring")
         with tempfile.TemporaryDirectory() as folder:
-            url, token, program_id, code = asyncio.run(prepare(backend, Path(folder), options.codes, options.attached))
+            url, token, program_id, code = asyncio.run(
+                prepare(backend, Path(folder), options.codes, options.attached, options.expiring)
+            )
             try:
                 measure(url, token, program_id, code, options.requests)
             finally:

@@ -45,6 +45,7 @@ from promocodes.schemas import (
     Stats,
 )
 from promocodes.service.auth import authorize
+from promocodes.service.programs import program_view
 
 if TYPE_CHECKING:
     from promocodes.console.routes import Console
@@ -304,10 +305,13 @@ class ProgramPages:
         authorize(principal, need)
         return form
 
-    async def _view(self, request: Request, principal: Principal) -> ProgramView:
-        """The program with its statistics, as ``programs/get`` answers it."""
-        ref = ProgramRef(loyalty_id=request.path_params["loyalty_id"])
-        return await self.services.programs.get(principal, ref)
+    async def _view(self, request: Request, principal: Principal, stats: bool = True) -> ProgramView:
+        """The program, with its statistics as ``programs/get`` answers them unless ``stats`` is false (they cost
+        a count of its expired codes: docs/console.md#speed)."""
+        loyalty_id = request.path_params["loyalty_id"]
+        if not stats:
+            return program_view(await self.services.programs.program(principal, loyalty_id))
+        return await self.services.programs.get(principal, ProgramRef(loyalty_id=loyalty_id))
 
     def _redirect(self, loyalty_id: int, **query: str) -> RedirectResponse:
         tail = "" if not query else "?" + "&".join(f"{name}={value}" for name, value in query.items())
@@ -406,7 +410,7 @@ class ProgramPages:
 
     async def edit_form(self, request: Request, session: Session, principal: Principal) -> Response:
         authorize(principal, Capability.MANAGE)
-        view = await self._view(request, principal)
+        view = await self._view(request, principal, stats=False)
         values = {s.name: _form_value(s, getattr(view, s.name)) for s in SETTINGS}
         return self._form_page(request, session, principal, values, view)
 
@@ -414,7 +418,7 @@ class ProgramPages:
         """Save the settings the form changed (only those: an untouched ``case_sensitive`` of a program holding
         codes is not sent, so it is not refused)."""
         form = await self._checked_form(request, session, principal, Capability.MANAGE)
-        view = await self._view(request, principal)
+        view = await self._view(request, principal, stats=False)
         try:
             wanted = {setting.name: _from_form(setting, form) for setting in SETTINGS}
             changes = {name: value for name, value in wanted.items() if not _same(value, getattr(view, name))}
@@ -491,7 +495,7 @@ class ProgramPages:
         then every :data:`UPLOAD_BATCH` codes go to the import service (one transaction each)."""
         wants_json = request.headers.get("x-requested-with") == "XMLHttpRequest"
         authorize(principal, Capability.WRITE_CODES)
-        view = await self._view(request, principal)
+        view = await self._view(request, principal, stats=False)
         try:
             report = await self._import_stream(request, session, principal, view.id)
         except PromocodeError as error:

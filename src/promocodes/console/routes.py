@@ -44,6 +44,7 @@ from promocodes.schemas import (
     UpdateRequest,
 )
 from promocodes.service.auth import authorize, token_hash
+from promocodes.service.programs import program_view
 
 if TYPE_CHECKING:
     from promocodes.http.app import RequestPipeline
@@ -240,7 +241,9 @@ class Console:
         )
 
     async def _program_view(self, request: Request, principal: Principal) -> ProgramView:
-        return await self.services.programs.get(principal, _convert(dict(request.path_params), ProgramRef))
+        """The program without its statistics: the code pages show only its name (the figures cost a count)."""
+        ref = _convert(dict(request.path_params), ProgramRef)
+        return program_view(await self.services.programs.program(principal, ref.loyalty_id))
 
     # --- a code -------------------------------------------------------------------------------------------------
 
