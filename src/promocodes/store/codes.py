@@ -744,15 +744,17 @@ async def _deactivate(
         key,
         profile_pk,
     )
-    if cleared:
+    ordered = sorted(cleared, key=lambda row: row["profile_pk"])
+    left = None
+    if ordered:
         left = await conn.fetchval(
             "UPDATE codes SET activated_count = activated_count - $2 WHERE id = $1 RETURNING activated_count",
             code_id,
-            len(cleared),
+            len(ordered),
         )
-        last = sorted(cleared, key=lambda row: row["profile_pk"])[-1]["profile_pk"]
-    for row in sorted(cleared, key=lambda row: row["profile_pk"]):
-        tally = Tally(deactivated=1) if left == 0 and row["profile_pk"] == last else None
+    for index, row in enumerate(ordered):
+        # The code stops counting as activated once, not once per binding: the last event carries it.
+        tally = Tally(deactivated=1) if left == 0 and index == len(ordered) - 1 else None
         await record(
             conn, CodeEventKind.DEACTIVATED, actor, at, program_id, row["code_id"], row["profile_pk"], tally=tally
         )
