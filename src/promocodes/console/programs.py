@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import csv
+import dataclasses
 import functools
 import io
 import re
@@ -20,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-import msgspec
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
@@ -503,7 +503,7 @@ class ProgramPages:
                 return JSONResponse({"error": error.text}, status_code=status_of(error))
             raise
         if wants_json:
-            return JSONResponse(msgspec.to_builtins(msgspec.structs.asdict(_Report(**report.__dict__))))
+            return JSONResponse(dataclasses.asdict(report))  # what upload.js reads
         context = self._context(
             request, session, principal, title=f"Import into {view.name}", program=view, report=report
         )
@@ -572,18 +572,6 @@ class ProgramPages:
                 if len(report.errors) < UPLOAD_SHOWN_ERRORS:
                     report.errors.append(f"line {number}: {item.error_text}")
         report.lines = upload.lines
-
-
-class _Report(msgspec.Struct):
-    """An :class:`UploadReport` as the upload script reads it (JSON)."""
-
-    inserted: int
-    duplicated: int
-    discarded_by_limit: int
-    invalid: int
-    lines: int
-    errors: list[str]
-    stopped: str
 
 
 def _parse(step: Callable[[], object], started: bool) -> str:
