@@ -235,3 +235,14 @@ async def test_activations_written_in_groups_keep_the_counters_exact(store: Stor
     assert (await store.program_stats(shared.id, START)).activated == 1
     if isinstance(store, PostgresStore):
         assert store._redemptions is not None and store._redemptions.groups_written >= 1, "no group was formed"
+
+
+async def test_a_program_delete_takes_its_counters(store: Store, database_url: str) -> None:
+    account_id = await store.ensure_account("acme", START)
+    gone = await store.create_program(account_id, {"name": "gone"}, START)
+    kept = await store.create_program(account_id, {"name": "kept"}, START)
+    for program in (gone, kept):
+        await store.import_codes(program.id, [("A", "A"), ("B", "B")], START, actor=ACTOR)
+    assert await store.delete_program(account_id, gone.id, True) is True
+    rows = await sql_rows(database_url, "SELECT program_id, created FROM program_days ORDER BY program_id")
+    assert [(row["program_id"], row["created"]) for row in rows] == [(kept.id, 2)]
