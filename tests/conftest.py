@@ -31,6 +31,7 @@ POSTGRES_ADMIN_URL = os.environ.get("PROMOCODES_TEST_POSTGRES", "postgresql://po
 BACKENDS = ("sqlite", "postgres")
 # Children before parents, so that plain DELETEs empty them in order.
 _TABLES = (
+    "program_days",
     "webhook_lease",
     "webhook_deliveries",
     "webhook_events",

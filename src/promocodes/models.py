@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import typing
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -163,6 +163,26 @@ class ProgramStats(msgspec.Struct, frozen=True):
     attached: int
     activated: int
     expired: int
+
+
+class ProgramDay(msgspec.Struct, frozen=True):
+    """One UTC day of a program's counters (docs/console.md#one-program): codes created, first bound, released,
+    first activated and last deactivated that day."""
+
+    day: date
+    created: int = 0
+    attached: int = 0
+    detached: int = 0
+    activated: int = 0
+    deactivated: int = 0
+
+
+class ProgramHistory(msgspec.Struct, frozen=True):
+    """A program's counters over a range of days: ``before`` sums every day before the first (its ``day`` is the
+    day before the range), ``days`` has one entry per day of the range, in order, zeros included."""
+
+    before: ProgramDay
+    days: list[ProgramDay]
 
 
 class Binding(msgspec.Struct, frozen=True):

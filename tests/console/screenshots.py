@@ -45,6 +45,8 @@ def main() -> None:
                 page.get_by_role("button", name="Sign in").click()
                 page.wait_for_url("**/console/programs")
                 page.screenshot(path=str(DOCS / f"console-programs{name}.png"), full_page=True)
+                page.goto(f"{base_url}/console/programs/{spring}")
+                page.screenshot(path=str(DOCS / f"console-program{name}.png"), full_page=True)
                 page.goto(f"{base_url}/console/programs/{spring}/code?code=SPRING-1")
                 page.screenshot(path=str(DOCS / f"console-code{name}.png"), full_page=True)
                 page.goto(f"{base_url}/console/profiles?db_id={db_id}&matching=phone&value=79000000000")

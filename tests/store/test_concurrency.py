@@ -38,6 +38,7 @@ from promocodes.service.profiles import ProfileService, match_from
 from promocodes.service.programs import ProgramService
 from promocodes.store import Store, open_store
 from promocodes.store.claims import CLAIM, Answer, Claim, Replay
+from promocodes.store.events import MICROS_PER_DAY
 from promocodes.store.postgres import PostgresStore
 from tests.helpers import ACTOR, drawing, save_profile
 
@@ -844,6 +845,11 @@ async def test_a_forced_profile_delete_waiting_for_a_detach_releases_the_code_on
                 program_id,
             )
             await detacher.execute("DELETE FROM code_bindings WHERE code_id = $1", code_id)
+            await detacher.execute(  # and its counter (store.events.bump), on a shard of its own
+                "INSERT INTO program_days (program_id, day, shard, detached) VALUES ($1, $2, 99, 1)",
+                program_id,
+                NOW_US // MICROS_PER_DAY,
+            )
             delete = asyncio.create_task(store.delete_profile(pk, True, NOW, actor=ACTOR))
             await until_waiting(detacher, 1)
         assert await delete is True
@@ -855,3 +861,47 @@ async def test_a_forced_profile_delete_waiting_for_a_detach_releases_the_code_on
     assert gone is not None and [event.event for event in gone].count(CodeEventKind.DETACHED) == 0
     kept = await store.code_history(program_id, "KEEP", 0, 100)
     assert kept is not None and [event.event for event in kept].count(CodeEventKind.DETACHED) == 1
+
+
+async def test_concurrent_changes_leave_the_program_counters_exact(stores: list[Store], database_url: str) -> None:
+    """The counters of docs/api.md#program-statistics under races, against the full-scan definition: a universal
+    code bound and activated by many profiles at once (its first activation counts, the others not), pool
+    attaches, activations and rollbacks of personal codes, and detaches — all in parallel on distinct connections
+    (on PostgreSQL each writes its own counter shard)."""
+    from tests.store.test_program_counters import oracle
+
+    shared, db_id = await setup(stores[0], ["UNI"], multiple_usage=True)
+    account_id = await stores[0].ensure_account("acme", NOW)
+    personal = (await stores[0].create_program(account_id, {"name": "Pool"}, NOW)).id
+    codes = [f"P{index:02d}" for index in range(40)]
+    await stores[0].import_codes(personal, [(code, code) for code in codes], NOW, actor=ACTOR)
+    pks = await make_profiles(stores, db_id, 40)
+
+    async def bind(store: Store, index: int) -> object:
+        if index % 2:
+            return await store.attach_code(shared, "UNI", "UNI", pks[index // 2], True, False, NOW, actor=ACTOR)
+        return await store.attach_from_pool(personal, pks[index // 2], False, NOW, actor=ACTOR)
+
+    await fan_out(stores, 80, bind)
+    held = await bindings(stores[0], personal)
+
+    async def use(store: Store, index: int) -> object:
+        pk = pks[index % 40]
+        if index < 40:
+            return await store.activate(shared, "UNI", pk, NOW, actor=ACTOR)
+        code = next(code for code, (_, owner) in held.items() if owner == pk)
+        if index < 60:
+            return await store.activate(personal, code, pk, NOW, actor=ACTOR)
+        return await store.detach(personal, code, pk, NOW, actor=ACTOR)
+
+    outcomes = await fan_out(stores, 80, use)
+    assert Counter(outcomes) == {Outcome.DONE: 80}
+
+    async def undo(store: Store, index: int) -> object:
+        return await store.update_code(shared, "UNI", pks[index], None, False, False, NOW, actor=ACTOR)
+
+    await fan_out(stores, 39, undo)  # every activation of the universal code but one rolled back
+    for program_id in (shared, personal):
+        assert await stores[0].program_stats(program_id, NOW) == await oracle(database_url, program_id, NOW)
+    assert (await stores[0].program_stats(shared, NOW)).activated == 1
+    assert (await stores[0].program_stats(personal, NOW)).attached == 20

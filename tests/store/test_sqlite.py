@@ -169,16 +169,23 @@ def old_binding(path: Path, code_id: int, profile_pk: int, activated: bool) -> N
 
 
 def as_before(later: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
-    """``later`` without what migrations after 0002 added — columns at the end of a table (``ADD COLUMN``), and
-    whole tables with their indexes — so that it compares with what 0001 held: a schema (from ``schema``) or rows
-    (from ``dump``)."""
+    """``later`` without what migrations after 0002 added — columns at the end of a table (``ADD COLUMN``), whole
+    tables with their indexes, and new indexes of old tables (0007's ``codes_expiry``) — so that it compares with
+    what 0001 held: a schema (from ``schema``) or rows (from ``dump``)."""
     if "columns" in later:
         widths = {table: len(columns) for table, columns in before["columns"].items()}
+        names = {row[0] for row in before["index_sql"]} | {
+            index[0] for indexes in before["indexes"].values() for index in indexes
+        }
         return {
             "columns": {t: columns[: widths[t]] for t, columns in later["columns"].items() if t in widths},
             "foreign_keys": {t: keys for t, keys in later["foreign_keys"].items() if t in widths},
-            "indexes": {t: indexes for t, indexes in later["indexes"].items() if t in widths},
-            "index_sql": [row for row in later["index_sql"] if row[1] in widths],
+            "indexes": {
+                t: [index for index in indexes if index[0] in names]
+                for t, indexes in later["indexes"].items()
+                if t in widths
+            },
+            "index_sql": [row for row in later["index_sql"] if row[1] in widths and row[0] in names],
         }
     widths = {table: len(rows[0]) for table, rows in before.items() if rows}
     return {t: [row[: widths.get(t, len(row))] for row in rows] for t, rows in later.items() if t in before}

@@ -25,6 +25,7 @@ from promocodes.cli.common import (
     print_json,
     services,
 )
+from promocodes.domain.codes import CodeColumn
 from promocodes.schemas import MAX_GENERATED, GenerateRequest, HistoryRequest, ImportRequest, ProgramRef
 
 
@@ -103,17 +104,11 @@ def _not_utf8(file: Path) -> str:
 
 def _read_codes(reader: Iterator[list[str]]) -> Iterator[str]:
     """Codes from a CSV with a ``code`` header column, a CSV without a header (first column), or plain lines."""
-    column = 0
-    for number, row in enumerate(reader):
-        if not row or not any(cell.strip() for cell in row):
-            continue
-        if number == 0:
-            header = [cell.strip().lower() for cell in row]
-            if "code" in header:
-                column = header.index("code")
-                continue
-        if column < len(row) and row[column].strip():
-            yield row[column]
+    column = CodeColumn()
+    for row in reader:
+        code = column.code(row)
+        if code is not None:
+            yield code
 
 
 def _batches(codes: Iterator[str], size: int) -> Iterator[list[str]]:

@@ -27,9 +27,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from promocodes.console.routes import PREFIX, _convert, _status
 from promocodes.console.session import COOKIE, Session, _b64, _unb64
-from promocodes.console.views import read_form, render, templates
+from promocodes.console.views import PREFIX, convert, read_form, render, status_of, templates
 from promocodes.errors import BadRequest, Conflict, Forbidden, NotFound, PromocodeError
 from promocodes.models import ROLE_CAPABILITIES, Capability, Principal, Role, WebhookEventType
 from promocodes.schemas import (
@@ -200,7 +199,7 @@ class People:
             # found, or a value that cannot be a phone number...)
             errors = field_errors(error, ("db_id",))
             page["errors"] = {"db_id": errors["db_id"]} if "db_id" in errors else {"value": error.text}
-            return render("profiles.html", page, _status(error))
+            return render("profiles.html", page, status_of(error))
         page.update(profile=found, codes=codes[:PROFILE_CODES_SHOWN], more=len(codes) > PROFILE_CODES_SHOWN)
         return render("profiles.html", page)
 
@@ -210,7 +209,7 @@ class People:
         if not asked["db_id"].isdecimal() or int(asked["db_id"]) not in {database.id for database in databases}:
             raise BadRequest("Field `db_id`: choose one of the account's databases")
         fields = {"db_id": asked["db_id"], "matching": asked["matching"], asked["matching"]: asked["value"]}
-        reference = _convert(fields, ProfileRef)
+        reference = convert(fields, ProfileRef)
         return await self.console._guarded_lookup(
             principal,
             request,
@@ -266,7 +265,7 @@ class People:
         form = await self._form(request, session, principal)
         try:
             created = await self.services.tokens.create(
-                principal, _convert({"name": form.get("name", ""), "role": form.get("role", "")}, TokenCreate)
+                principal, convert({"name": form.get("name", ""), "role": form.get("role", "")}, TokenCreate)
             )
         except BadRequest as error:
             errors = field_errors(error, ("name", "role"))
@@ -295,7 +294,7 @@ class People:
         the next page would refuse it anyway (each page looks the token up again)."""
         await self._form(request, session, principal)
         token_id = request.path_params["token_id"]
-        await self.services.tokens.revoke(principal, _convert({"id": token_id}, TokenRevoke))
+        await self.services.tokens.revoke(principal, convert({"id": token_id}, TokenRevoke))
         if token_id == principal.token_id:
             response = RedirectResponse(f"{PREFIX}/sign-in", status_code=303)
             response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict")
@@ -319,7 +318,7 @@ class People:
         events = [kind.value for kind in WebhookEventType if form.get(f"event.{kind.value}")]
         fields = {"url": form.get("url", ""), "events": events, "description": form.get("description", "")}
         try:
-            created = await self.services.webhooks.create(principal, _convert(fields, WebhookCreate))
+            created = await self.services.webhooks.create(principal, convert(fields, WebhookCreate))
         except BadRequest as error:
             errors = field_errors(error, ("url", "events", "description"))
             return await self._listing("webhooks", request, session, principal, errors, form, 400)
@@ -364,11 +363,11 @@ class People:
         webhook_id = request.path_params["webhook_id"]
         action = form.get("action", "")
         if action in ("enable", "disable"):
-            update = _convert({"id": webhook_id, "active": action == "enable"}, WebhookUpdate)
+            update = convert({"id": webhook_id, "active": action == "enable"}, WebhookUpdate)
             await self.services.webhooks.update(principal, update)
             return RedirectResponse(f"{PREFIX}/webhooks/{webhook_id}?done={action}d", status_code=303)
         if action == "delete":
-            await self.services.webhooks.delete(principal, _convert({"id": webhook_id}, WebhookRef))
+            await self.services.webhooks.delete(principal, convert({"id": webhook_id}, WebhookRef))
             return RedirectResponse(f"{PREFIX}/webhooks?{urlencode({'done': 'deleted'})}", status_code=303)
         raise BadRequest(f"Unknown action {action!r}: one of {', '.join(WEBHOOK_ACTIONS)}")
 

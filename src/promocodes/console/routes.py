@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
-import msgspec
 from starlette._utils import get_route_path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -26,10 +25,14 @@ from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from promocodes.console.people import people_routes
+from promocodes.console.programs import ProgramPages
 from promocodes.console.session import COOKIE, SESSION_SECONDS, Session, SessionSigner, console_key
-from promocodes.console.views import HERE, SecurityHeaders, read_form, render
+from promocodes.console.views import HERE, PREFIX, SecurityHeaders, read_form, render
+from promocodes.console.views import convert as _convert
+from promocodes.console.views import status_of as _status
 from promocodes.errors import BadRequest, Forbidden, NotFound, PromocodeError, Unauthorized
-from promocodes.models import ROLE_CAPABILITIES, SETTINGS, Capability, Principal
+from promocodes.models import ROLE_CAPABILITIES, Capability, Principal
 from promocodes.schemas import (
     ActivateRequest,
     CodeReport,
@@ -42,6 +45,7 @@ from promocodes.schemas import (
     UpdateRequest,
 )
 from promocodes.service.auth import authorize, token_hash
+from promocodes.service.programs import program_view
 
 if TYPE_CHECKING:
     from promocodes.http.app import RequestPipeline
@@ -49,7 +53,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 logger = logging.getLogger("promocodes")
 
-PREFIX = "/console"
 #: what a write or admin token may do to a code from its page: the label of its button and of its confirmation
 ACTIONS = {
     "activate": "Activate",
@@ -67,20 +70,6 @@ DONE = {
 #: the most events the code page shows (the latest ones); the history method pages through the rest
 HISTORY_SHOWN = 1000
 _HISTORY_PAGE = 1000
-
-
-def _convert(fields: dict[str, Any], kind: type[T]) -> T:
-    """A request struct from form fields, checked as the API checks its bodies (400 naming the field)."""
-    try:
-        return msgspec.convert(fields, kind, strict=False)
-    except msgspec.ValidationError as error:
-        raise BadRequest(f"Invalid form: {error}") from None
-
-
-def _status(error: PromocodeError) -> int:
-    """The HTTP status of a page that shows an error: the API's error code where it is one (400, 403, 404, 409,
-    429, ...), since a page has no envelope to carry it in."""
-    return error.code if 400 <= error.code <= 599 else 500
 
 
 def _expiry_from_form(value: str) -> str:
@@ -102,6 +91,7 @@ class Console:
         self.pipeline = pipeline
         self.services = pipeline.services
         self.signer = SessionSigner(console_key(pipeline.settings.console_secret))
+        self.pages = ProgramPages(self)
 
     # --- sessions -----------------------------------------------------------------------------------------------
 
@@ -127,12 +117,13 @@ class Console:
         return await self.services.authenticator.principal_of_digest(session.token_digest)
 
     def _context(self, request: Request, session: Session, principal: Principal | None, **page: Any) -> dict[str, Any]:
-        can_write = principal is not None and Capability.WRITE_CODES in ROLE_CAPABILITIES[principal.role]
+        capabilities = ROLE_CAPABILITIES[principal.role] if principal is not None else frozenset()
         return {
             "prefix": PREFIX,
             "csrf": self.signer.csrf_token(session),
             "principal": principal,
-            "can_write": can_write,
+            "can_write": Capability.WRITE_CODES in capabilities,
+            "can_manage": Capability.MANAGE in capabilities,
             **page,
         }
 
@@ -235,18 +226,25 @@ class Console:
 
     async def programs(self, request: Request, session: Session, principal: Principal) -> Response:
         listed = await self.services.programs.list(principal)
+        deleted = request.query_params.get("deleted", "")
         # programs/get's stats, one program at a time (docs/api.md#program-statistics)
         shown = [await self.services.programs.get(principal, ProgramRef(loyalty_id=view.id)) for view in listed]
-        return render("programs.html", self._context(request, session, principal, title="Programs", programs=shown))
-
-    async def program(self, request: Request, session: Session, principal: Principal) -> Response:
-        view = await self._program_view(request, principal)
-        settings = [(setting.name, getattr(view, setting.name), setting.description) for setting in SETTINGS]
-        context = self._context(request, session, principal, title=view.name, program=view, settings=settings)
-        return render("program.html", context)
+        return render(
+            "programs.html",
+            self._context(
+                request,
+                session,
+                principal,
+                title="Programs",
+                programs=shown,
+                deleted=deleted.isdigit() and int(deleted),
+            ),
+        )
 
     async def _program_view(self, request: Request, principal: Principal) -> ProgramView:
-        return await self.services.programs.get(principal, _convert(dict(request.path_params), ProgramRef))
+        """The program without its statistics: the code pages show only its name (the figures cost a count)."""
+        ref = _convert(dict(request.path_params), ProgramRef)
+        return program_view(await self.services.programs.program(principal, ref.loyalty_id))
 
     # --- a code -------------------------------------------------------------------------------------------------
 
@@ -276,18 +274,7 @@ class Console:
         try:
             report = await self._code(request, principal, code)
         except NotFound as error:
-            settings = [(setting.name, getattr(view, setting.name), setting.description) for setting in SETTINGS]
-            context = self._context(
-                request,
-                session,
-                principal,
-                title=view.name,
-                program=view,
-                settings=settings,
-                searched=code,
-                error=error.text,
-            )
-            return render("program.html", context, 404)
+            return await self.pages.program_page(request, session, principal, 404, searched=code, error=error.text)
         events, older = await self._history(principal, report)
         done = DONE.get(request.query_params.get("done", ""))
         context = self._context(
@@ -383,8 +370,6 @@ class ConsoleMount(Mount):
 
 def console_mount(pipeline: RequestPipeline) -> Mount:
     """The console at /console, served by the API's own process over its pipeline (docs/console.md)."""
-    from promocodes.console.people import people_routes  # a module of pages over this one's Console
-
     console = Console(pipeline)
     signed_in = console._signed_in
     app = Starlette(
@@ -394,7 +379,7 @@ def console_mount(pipeline: RequestPipeline) -> Mount:
             Route("/sign-in", console.sign_in, methods=["POST"]),
             Route("/sign-out", console.sign_out, methods=["POST"]),
             Route("/programs", signed_in(console.programs), methods=["GET"]),
-            Route("/programs/{loyalty_id:int}", signed_in(console.program), methods=["GET"]),
+            *console.pages.routes(),  # console/programs.py: a program's page, its forms, import, export
             Route("/programs/{loyalty_id:int}/code", signed_in(console.code), methods=["GET"]),
             Route("/programs/{loyalty_id:int}/confirm", signed_in(console.confirm), methods=["GET"]),
             Route("/programs/{loyalty_id:int}/action", signed_in(console.act), methods=["POST"]),

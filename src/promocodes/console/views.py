@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 import jinja2
+import msgspec
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from promocodes.errors import BadRequest, PayloadTooLarge
+from promocodes.errors import BadRequest, PayloadTooLarge, PromocodeError
 
+T = TypeVar("T")
 HERE = Path(__file__).parent
+PREFIX = "/console"
 #: no inline script or style at all (not even a style attribute), nothing from another host, never in a frame
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; font-src 'self'; "
@@ -82,3 +85,17 @@ async def read_form(request: Request) -> dict[str, str]:
             raise PayloadTooLarge("The form is larger than a console form can be")
     fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=50)
     return {name: values[0] for name, values in fields.items()}
+
+
+def convert(fields: dict[str, Any], kind: type[T]) -> T:
+    """A request struct from form fields, checked as the API checks its bodies (400 naming the field)."""
+    try:
+        return msgspec.convert(fields, kind, strict=False)
+    except msgspec.ValidationError as error:
+        raise BadRequest(f"Invalid form: {error}") from None
+
+
+def status_of(error: PromocodeError) -> int:
+    """The HTTP status of a page that shows an error: the API's error code where it is one (400, 403, 404, 409,
+    429, ...), since a page has no envelope to carry it in."""
+    return error.code if 400 <= error.code <= 599 else 500

@@ -40,3 +40,27 @@ def code_key(code: str, case_sensitive: bool) -> str:
     up by this key, so a code can never be stored under one spelling and redeemed under another.
     """
     return code if case_sensitive else code.casefold()
+
+
+class CodeColumn:
+    """Where the code is in the rows of a codes file (``promocodes import``, the console's upload): a CSV whose
+    first row is a header naming a ``code`` column, a CSV without a header (its first column), or plain lines.
+    Fed the file's CSV rows in order, one at a time, so that a file is read as it streams in."""
+
+    def __init__(self) -> None:
+        self.column = 0
+        self.rows = 0
+
+    def code(self, row: list[str]) -> str | None:
+        """The code in this row, or None for a blank row or the header."""
+        number, self.rows = self.rows, self.rows + 1
+        if not row or not any(cell.strip() for cell in row):
+            return None
+        if number == 0:
+            header = [cell.strip().lower() for cell in row]
+            if "code" in header:
+                self.column = header.index("code")
+                return None
+        if self.column < len(row) and row[self.column].strip():
+            return row[self.column]
+        return None

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 import msgspec
@@ -12,7 +12,7 @@ import msgspec
 from promocodes.domain.templates import Template
 from promocodes.domain.times import format_rfc3339, parse_rfc3339, utcnow
 from promocodes.errors import BadRequest, Conflict, NotFound
-from promocodes.models import PROGRAM_SETTINGS, SETTINGS, Principal, Program, Setting
+from promocodes.models import PROGRAM_SETTINGS, SETTINGS, Principal, Program, ProgramHistory, Setting
 from promocodes.schemas import (
     ProgramCreate,
     ProgramDelete,
@@ -125,6 +125,12 @@ class ProgramService:
         program = await self.program(principal, request.loyalty_id)
         stats = await self.store.program_stats(program.id, utcnow())
         return program_view(program, Stats(**msgspec.structs.asdict(stats)))
+
+    async def history(self, principal: Principal, program_id: int, first: date, last: date) -> ProgramHistory:
+        """The program's counters per UTC day from ``first`` to ``last`` (docs/console.md#one-program): what its
+        charts are drawn from. The caller bounds the range (the console: at most a year)."""
+        program = await self.program(principal, program_id)
+        return await self.store.program_history(program.id, first, last)
 
     async def update(self, principal: Principal, request: ProgramUpdate) -> ProgramView:
         changes = _given_settings(request)

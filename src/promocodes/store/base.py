@@ -61,6 +61,9 @@ class Connection(Protocol):
     #: waits for every writer holding the row (``share_row``, ``lock_row``), so the condition, checked by the NEXT
     #: statement (a fresh READ COMMITTED snapshot), sees what they committed. Nothing on SQLite.
     lock_for_delete: str
+    #: the SQL expression naming the ``program_days`` shard this connection's counters go to
+    #: (``store.events.bump``): ``pg_backend_pid() % 64`` on PostgreSQL, ``0`` on SQLite.
+    counter_shard: str
 
     async def lock_key(self, key: int) -> None:
         """Hold a lock on an arbitrary 64-bit key until the transaction ends, for a rule that spans rows which may

@@ -42,7 +42,7 @@ from promocodes.store.base import (
     read_operation,
 )
 from promocodes.store.claims import claim_pending
-from promocodes.store.events import forget, record, record_pool_low, set_details
+from promocodes.store.events import Tally, bump, forget, record, record_pool_low, set_details
 from promocodes.store.redemptions import Redemption, RedemptionGroups, judge_activation, redeem_group
 from promocodes.store.rows import PROGRAM_COLUMNS, _binding, _flag, _program, _time
 
@@ -130,6 +130,7 @@ class CodeStore(StoreBase):
                     len(inserted),
                 )
                 await set_details(conn, event_id, {"source": "import", "count": len(inserted)})
+                await bump(conn, program_id, created, Tally(created=len(inserted)))
             else:
                 await forget(conn, event_id)
             return ImportOutcome(inserted=frozenset(inserted), considered=considered)
@@ -221,6 +222,7 @@ class CodeStore(StoreBase):
             await conn.fetchval(
                 "UPDATE programs SET code_count = code_count + $2 WHERE id = $1 RETURNING code_count", program_id, count
             )
+            await bump(conn, program_id, created, Tally(created=count))
             # Ids grow with every insert, and no other transaction inserts into the program while the lock is
             # held, so the program's ids after `after_id` are exactly the new codes, in creation order.
             returned: list[str] = []
@@ -294,10 +296,12 @@ class CodeStore(StoreBase):
         transaction.
 
         Locks: the program row (``share_row``, see the module docstring), read with what the request needs of it;
-        then the ``UPDATE`` row lock. Two concurrent activations both find the binding, but the second waits on the
-        first's row lock and then re-checks ``activated IS NULL`` against the committed row (PostgreSQL's READ
-        COMMITTED re-evaluation; on SQLite write transactions are serial), so exactly one of them matches — and only
-        that one writes the event, right after its ``UPDATE``. The read that explains a refusal changes nothing.
+        then the code row (``lock_row``, see :func:`_activate`: it keeps the code's ``activated_count`` — and so the
+        program's ``activated`` counter — exact when several profiles activate one shared code at once), then the
+        ``UPDATE`` row lock. Two concurrent activations of one code queue on the code row; the second then re-checks
+        ``activated IS NULL`` against the committed row (PostgreSQL's READ COMMITTED re-evaluation; on SQLite write
+        transactions are serial), so exactly one of them matches — and only that one writes the event, right after
+        its ``UPDATE``. The read that explains a refusal changes nothing.
         """
         async with conn.transaction():
             program = await conn.fetchrow(
@@ -441,7 +445,8 @@ class CodeStore(StoreBase):
                         "UPDATE codes SET attached_count = attached_count + 1 WHERE id = $1 RETURNING attached_count",
                         code_id,
                     )
-                    await record(conn, CodeEventKind.ATTACHED, actor, at, program_id, code_id, profile_pk)
+                    first = Tally(attached=1) if count == 1 else None
+                    await record(conn, CodeEventKind.ATTACHED, actor, at, program_id, code_id, profile_pk, tally=first)
                     if count == 1:  # its first binding: the code left the free pool (docs/api.md#webhooks)
                         await record_pool_low(conn, program_id, at, actor)
                     return Outcome.DONE
@@ -579,6 +584,15 @@ async def _program_for_insert(conn: Connection, program_id: int, case_sensitive:
     return program
 
 
+async def _lock_code(conn: Connection, program_id: int, key: str) -> int | None:
+    """Hold the code row to commit (``lock_row``) before its bindings, in the order every writer takes them (program,
+    code, binding: see the module docstring); the code's id, or None when the program holds no such code."""
+    code_id: int | None = await conn.fetchval(
+        f"SELECT id FROM codes WHERE program_id = $1 AND code_key = $2{conn.lock_row}", program_id, key
+    )
+    return code_id
+
+
 async def _share_program(conn: Connection, program_id: int) -> None:
     """Take the program row first (``share_row``: ``FOR KEY SHARE`` on PostgreSQL, held to commit), for the reasons
     the module docstring gives; any number of code changes share it, only a delete of the program waits for them."""
@@ -602,7 +616,10 @@ async def _import_one(
     )
     if code_id is not None:  # else created by a concurrent request meanwhile: theirs is the creation
         await conn.fetchval("UPDATE programs SET code_count = code_count + 1 WHERE id = $1 RETURNING id", program_id)
-        await record(conn, CodeEventKind.CREATED, actor, at, program_id, code_id, details={"source": "attach"})
+        details = {"source": "attach"}
+        await record(
+            conn, CodeEventKind.CREATED, actor, at, program_id, code_id, details=details, tally=Tally(created=1)
+        )
     return Outcome.DONE
 
 
@@ -615,7 +632,7 @@ async def _bind(conn: Connection, program_id: int, code_id: int, profile_pk: int
         profile_pk,
         at,
     )
-    await record(conn, CodeEventKind.ATTACHED, actor, at, program_id, code_id, profile_pk)
+    await record(conn, CodeEventKind.ATTACHED, actor, at, program_id, code_id, profile_pk, tally=Tally(attached=1))
     await record_pool_low(conn, program_id, at, actor)
 
 
@@ -647,6 +664,12 @@ def _state(row: Row) -> CodeState | None:
 async def _activate(
     conn: Connection, program_id: int, key: str, profile_pk: int | None, at: int, actor: Actor
 ) -> Outcome:
+    """Activate the binding, and count the code as activated when it is its first activated binding.
+
+    Lock: the code row first (:func:`_lock_code`), then the binding (the ``UPDATE``): the code's
+    ``activated_count`` then moves under that lock, so of two profiles activating one multiple-usage code at once
+    exactly one sees 0 → 1 and counts the code (docs/api.md#program-statistics)."""
+    await _lock_code(conn, program_id, key)
     activated = await conn.fetchrow(
         """
         UPDATE code_bindings SET activated = $3
@@ -666,8 +689,13 @@ async def _activate(
         profile_pk,
     )
     if activated is not None:
+        code_id = activated["code_id"]
+        count = await conn.fetchval(
+            "UPDATE codes SET activated_count = activated_count + 1 WHERE id = $1 RETURNING activated_count", code_id
+        )
+        first = Tally(activated=1) if count == 1 else None
         await record(
-            conn, CodeEventKind.ACTIVATED, actor, at, program_id, activated["code_id"], activated["profile_pk"]
+            conn, CodeEventKind.ACTIVATED, actor, at, program_id, code_id, activated["profile_pk"], tally=first
         )
         return Outcome.DONE
     return await _not_activated(conn, program_id, key, profile_pk)
@@ -745,7 +773,9 @@ async def _deactivate(
     conn: Connection, program_id: int, key: str, profile_pk: int | None, at: int, actor: Actor
 ) -> Outcome:
     """Clear the activation (a rollback of a redemption), recording ``deactivated`` for each binding cleared. A code
-    that is not activated is left as it is, and records nothing."""
+    that is not activated is left as it is, and records nothing. Lock: the code row first, as :func:`_activate`;
+    the code stops counting as activated when its ``activated_count`` falls to 0."""
+    code_id = await _lock_code(conn, program_id, key)
     cleared = await conn.fetch(
         "UPDATE code_bindings SET activated = NULL WHERE activated IS NOT NULL "
         "AND code_id = (SELECT id FROM codes WHERE program_id = $1 AND code_key = $2) "
@@ -754,8 +784,20 @@ async def _deactivate(
         key,
         profile_pk,
     )
-    for row in sorted(cleared, key=lambda row: row["profile_pk"]):
-        await record(conn, CodeEventKind.DEACTIVATED, actor, at, program_id, row["code_id"], row["profile_pk"])
+    ordered = sorted(cleared, key=lambda row: row["profile_pk"])
+    left = None
+    if ordered:
+        left = await conn.fetchval(
+            "UPDATE codes SET activated_count = activated_count - $2 WHERE id = $1 RETURNING activated_count",
+            code_id,
+            len(ordered),
+        )
+    for index, row in enumerate(ordered):
+        # The code stops counting as activated once, not once per binding: the last event carries it.
+        tally = Tally(deactivated=1) if left == 0 and index == len(ordered) - 1 else None
+        await record(
+            conn, CodeEventKind.DEACTIVATED, actor, at, program_id, row["code_id"], row["profile_pk"], tally=tally
+        )
     if cleared:
         return Outcome.DONE
     state = await _code_state(conn, program_id, key, profile_pk)
@@ -796,7 +838,7 @@ async def _detach(conn: Connection, program_id: int, key: str, profile_pk: int, 
             "SELECT 1 FROM code_bindings WHERE code_id = $1 AND profile_pk = $2", code_id, profile_pk
         )
         raise _Rollback(Outcome.ALREADY_ACTIVATED if own else Outcome.ATTACHED_ELSEWHERE)
-    await record(conn, CodeEventKind.DETACHED, actor, at, program_id, code_id, profile_pk)
+    await record(conn, CodeEventKind.DETACHED, actor, at, program_id, code_id, profile_pk, tally=Tally(detached=1))
     return Outcome.DONE
 
 

@@ -15,7 +15,7 @@ none) is owed, by the same call and so in the same transaction, to every subscri
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -26,6 +26,47 @@ from promocodes.store.webhooks import enqueue
 
 _COLUMNS = "program_id, code_id, time, event, token_id, token_name, details"
 _SHOWN = "id, time, event, token_id, token_name, profile_id, database_id, details"
+
+
+#: microseconds in a UTC day: ``program_days.day`` is ``time // MICROS_PER_DAY``
+MICROS_PER_DAY = 86_400_000_000
+
+
+class Tally(NamedTuple):
+    """What a change did to its program's statistics (docs/api.md#program-statistics), counted in codes: created,
+    first bound (``attached_count`` 0 → 1), released (1 → 0), first activated (``activated_count`` 0 → 1), last
+    deactivated (→ 0). The caller knows it from the ``RETURNING`` row of its conditional statement."""
+
+    created: int = 0
+    attached: int = 0
+    detached: int = 0
+    activated: int = 0
+    deactivated: int = 0
+
+
+async def bump(conn: Connection, program_id: int, at: int, tally: Tally) -> None:
+    """Add ``tally`` to the program's counters of the UTC day of ``at`` (``program_days``), in the caller's
+    transaction: the counters move with the change or not at all.
+
+    Lock: the upsert locks one counter row to commit — the row of (program, day, shard), where the shard is the
+    connection's (``conn.counter_shard``: ``pg_backend_pid() % 64`` on PostgreSQL). Two transactions on two
+    connections therefore write two rows and never wait for each other (unless their pids meet modulo 64, when
+    they take turns on the row — a wait, never a wrong count), so concurrent activations do not queue on a hot
+    row. It is the last lock the callers take (after the program, the code and the binding), and a transaction
+    that bumps several programs (a forced profile delete) does so in program order, so it adds no lock-order
+    cycle. SQLite's writes are serial (``BEGIN IMMEDIATE``): its shard is always 0."""
+    await conn.fetchval(
+        "INSERT INTO program_days (program_id, day, shard, created, attached, detached, activated, deactivated) "
+        f"VALUES ($1, $2, {conn.counter_shard}, $3, $4, $5, $6, $7) "
+        "ON CONFLICT (program_id, day, shard) DO UPDATE SET created = program_days.created + excluded.created, "
+        "attached = program_days.attached + excluded.attached, "
+        "detached = program_days.detached + excluded.detached, "
+        "activated = program_days.activated + excluded.activated, "
+        "deactivated = program_days.deactivated + excluded.deactivated RETURNING day",
+        program_id,
+        at // MICROS_PER_DAY,
+        *tally,
+    )
 
 
 def _details(details: dict[str, Any] | None) -> str | None:
@@ -41,13 +82,15 @@ async def record(
     code_id: int | None,
     profile_pk: int | None = None,
     details: dict[str, Any] | None = None,
+    tally: Tally | None = None,
 ) -> int:
     """Insert one event and return its id. ``code_id`` None: a batch event (an import's ``created``), which the
     codes point at instead, or a program event (``pool_low``). With ``profile_pk``, the profile's ``profile_id``
     and ``database_id`` are copied into the event (values, not references: the history outlives the profile).
 
     Writes, in the caller's transaction: the ``code_events`` row, then — for a kind with a webhook type — the
-    ``webhook_deliveries`` rows of the subscribed webhooks (one ``INSERT … SELECT``, ``store.webhooks.enqueue``)."""
+    ``webhook_deliveries`` rows of the subscribed webhooks (one ``INSERT … SELECT``, ``store.webhooks.enqueue``);
+    with ``tally``, what the change did to the program's statistics (:func:`bump`)."""
     args = (program_id, code_id, at, event.value, actor.token_id, actor.token_name, _details(details))
     if profile_pk is None:
         event_id: int | None = await conn.fetchval(
@@ -68,6 +111,8 @@ async def record(
     kind = WEBHOOK_TYPES.get(event)
     if kind is not None:
         await enqueue(conn, event_id, kind, program_id, code_id, at)
+    if tally is not None:
+        await bump(conn, program_id, at, tally)
     return event_id
 
 

@@ -70,6 +70,8 @@ class PostgresConnection:
     # KEY SHARE: attaches share it; only FOR UPDATE (a delete) waits for them, imports and updates do not.
     share_row = " FOR KEY SHARE"
     lock_for_delete = " FOR UPDATE"
+    # The counter row of program_days this connection writes (store.events.bump): one per backend, modulo 64.
+    counter_shard = "pg_backend_pid() % 64"
 
     def __init__(self, raw: asyncpg.pool.PoolConnectionProxy[asyncpg.Record], deadline: float) -> None:
         self._raw = raw

@@ -5,6 +5,7 @@ identifying key that keeps concurrent imports of one profile from creating two."
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -15,7 +16,7 @@ from promocodes.domain.fields import field_text
 from promocodes.domain.times import from_micros, to_micros
 from promocodes.models import Actor, Database, Match, MatchMode, Outcome, Profile
 from promocodes.store.base import Connection, StoreBase, _Rollback, operation, read_operation
-from promocodes.store.events import record_released
+from promocodes.store.events import Tally, bump, record_released
 from promocodes.store.rows import _profile, _time
 
 # Profile lookups, one per matching mode. `email` and `email_profile` read the same field: this server keeps no
@@ -240,7 +241,8 @@ class ProfileStore(StoreBase):
         in flight is waited for, and the statements after the locks read its outcome — a binding it removed or
         activated is no longer among those released, so no code's count is decremented twice (which broke its
         CHECK) and no released code gets a second ``detached`` event. With the rows held, the set released,
-        recorded and deleted is the same in every statement that follows."""
+        recorded and deleted is the same in every statement that follows. The program counters of the codes released
+        (``store.events.bump``) come last."""
         try:
             async with conn.transaction():
                 await conn.fetchval(f"SELECT id FROM profiles WHERE id = $1{conn.lock_for_delete}", profile_pk)
@@ -268,11 +270,18 @@ class ProfileStore(StoreBase):
                     await record_released(conn, profile_pk, to_micros(now), actor)
                     # Only bindings that were never activated go: a redeemed code is a record and never returns
                     # to the pool (docs/api.md#detach), so a profile holding one stays, force or not.
-                    await conn.fetch(
+                    dropped = await conn.fetch(
                         "UPDATE codes SET attached_count = attached_count - 1 WHERE id IN ("
-                        "  SELECT code_id FROM code_bindings WHERE profile_pk = $1 AND activated IS NULL) RETURNING id",
+                        "  SELECT code_id FROM code_bindings WHERE profile_pk = $1 AND activated IS NULL)"
+                        " RETURNING program_id, attached_count",
                         profile_pk,
                     )
+                    # A code whose count fell to 0 is free again: the program's statistics count it released, one
+                    # counter write per program, in program order (store.events.bump).
+                    released = Counter(row["program_id"] for row in dropped if row["attached_count"] == 0)
+                    at = to_micros(now)
+                    for program_id in sorted(released):
+                        await bump(conn, program_id, at, Tally(detached=released[program_id]))
                     await conn.fetch(
                         "DELETE FROM code_bindings WHERE profile_pk = $1 AND activated IS NULL RETURNING id", profile_pk
                     )

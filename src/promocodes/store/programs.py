@@ -5,11 +5,11 @@ flight consistent."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from promocodes.domain.times import to_micros
-from promocodes.models import PROGRAM_SETTINGS, Program, ProgramStats
+from promocodes.models import PROGRAM_SETTINGS, Program, ProgramDay, ProgramHistory, ProgramStats
 from promocodes.store.base import Connection, StoreBase, operation, read_operation
 from promocodes.store.rows import _PROGRAM_COLUMNS, _program, _setting_value
 
@@ -132,30 +132,75 @@ class ProgramStore(StoreBase):
 
     @read_operation
     async def program_stats(self, conn: Connection, program_id: int, now: datetime) -> ProgramStats:
-        at = to_micros(now)
-        async with conn.transaction():
-            row = await conn.fetchrow(
-                """
-                SELECT count(*) AS total,
-                       COALESCE(sum(CASE WHEN attached_count = 0 AND (expire_date IS NULL OR expire_date > $2)
-                                         THEN 1 ELSE 0 END), 0) AS free,
-                       COALESCE(sum(CASE WHEN attached_count > 0 THEN 1 ELSE 0 END), 0) AS attached,
-                       COALESCE(sum(CASE WHEN expire_date IS NOT NULL AND expire_date <= $2
-                                         THEN 1 ELSE 0 END), 0) AS expired
-                FROM codes WHERE program_id = $1
-                """,
-                program_id,
-                at,
-            )
-            activated = await conn.fetchval(
-                "SELECT count(DISTINCT b.code_id) FROM code_bindings b JOIN codes c ON c.id = b.code_id "
-                "WHERE c.program_id = $1 AND b.activated IS NOT NULL",
-                program_id,
-            )
-            return ProgramStats(
-                total=int(row["total"]),
-                free=int(row["free"]),
-                attached=int(row["attached"]),
-                activated=int(activated),
-                expired=int(row["expired"]),
-            )
+        """The program's statistics (docs/api.md#program-statistics) from counters and one index, never from a
+        scan of its codes: ONE statement, so every part is read from one snapshot.
+
+        - ``total``: ``programs.code_count``, kept by every insert of codes under the program lock;
+        - ``attached`` / ``activated``: the sums of the program's ``program_days`` rows (attached - detached,
+          activated - deactivated), written by each change in its transaction (``store.events.bump``) — a few rows
+          per day of the program's life;
+        - ``expired``, and the expired among the unattached: they depend on ``now``, so they are counted, as an
+          index-only range of ``codes_expiry`` (codes with an expiry only, carrying ``attached_count``);
+        - ``free`` = total - attached - expired unattached codes."""
+        row = await conn.fetchrow(
+            """
+            SELECT p.code_count AS total, d.attached, d.activated, e.expired, e.expired_free
+            FROM programs p,
+                 (SELECT COALESCE(sum(attached - detached), 0) AS attached,
+                         COALESCE(sum(activated - deactivated), 0) AS activated
+                  FROM program_days WHERE program_id = $1) AS d,
+                 (SELECT count(*) AS expired,
+                         COALESCE(sum(CASE WHEN attached_count = 0 THEN 1 ELSE 0 END), 0) AS expired_free
+                  FROM codes WHERE program_id = $1 AND expire_date IS NOT NULL AND expire_date <= $2) AS e
+            WHERE p.id = $1
+            """,
+            program_id,
+            to_micros(now),
+        )
+        if row is None:
+            return ProgramStats(total=0, free=0, attached=0, activated=0, expired=0)
+        total, attached = int(row["total"]), int(row["attached"])
+        return ProgramStats(
+            total=total,
+            free=total - attached - int(row["expired_free"]),
+            attached=attached,
+            activated=int(row["activated"]),
+            expired=int(row["expired"]),
+        )
+
+    @read_operation
+    async def program_history(self, conn: Connection, program_id: int, first: date, last: date) -> ProgramHistory:
+        """The program's counters per UTC day from ``first`` to ``last`` (inclusive), and their sums before
+        ``first`` — ONE statement over the ``program_days`` primary key (program, day, shard): at most a row per
+        shard per day, whatever the number of codes."""
+        first_day, last_day = _day_number(first), _day_number(last)
+        rows = await conn.fetch(
+            f"""
+            SELECT CASE WHEN day < $2 THEN $2 - 1 ELSE day END AS day, {_SUMS}
+            FROM program_days WHERE program_id = $1 AND day <= $3
+            GROUP BY CASE WHEN day < $2 THEN $2 - 1 ELSE day END
+            """,
+            program_id,
+            first_day,
+            last_day,
+        )
+        found = {int(row["day"]): row for row in rows}
+
+        def day(number: int) -> ProgramDay:
+            row = found.get(number)
+            when = _EPOCH + timedelta(days=number)
+            if row is None:
+                return ProgramDay(day=when)
+            return ProgramDay(when, *(int(row[name]) for name in _COUNTERS))
+
+        return ProgramHistory(before=day(first_day - 1), days=[day(n) for n in range(first_day, last_day + 1)])
+
+
+_EPOCH = date(1970, 1, 1)
+_COUNTERS = ("created", "attached", "detached", "activated", "deactivated")
+_SUMS = ", ".join(f"sum({name}) AS {name}" for name in _COUNTERS)
+
+
+def _day_number(day: date) -> int:
+    """``program_days.day`` of a date: days since 1970-01-01 (UTC)."""
+    return (day - _EPOCH).days

@@ -40,8 +40,12 @@ Why it stays exact:
 Locks (in :func:`redeem_group`): the programs' rows, ``FOR KEY SHARE``, in id order (read with what the requests
 need of them) — the order every writer takes
 them (``store.codes``), and the lock that keeps a forced ``programs/delete`` waiting until the group commits; then
-each activated binding's row lock, taken by the ``UPDATE`` in the order of the group's requests, which are sorted by
-program and key so that two groups meet their common rows in the same order.
+the codes' rows (``FOR NO KEY UPDATE``, in id order), as the single path takes its code before its binding
+(``store.codes._activate``): the code's ``activated_count``, which says when a code becomes activated for the
+program's statistics, moves under that lock, and a detach (code, then binding) meets the same order; then each
+activated binding's row lock, taken by the ``UPDATE`` in the order of the group's requests, which are sorted by
+program and key so that two groups meet their common rows in the same order; last, the program's counter rows
+(``program_days``, this connection's shard, in program order: ``store.events.bump``).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from typing import NamedTuple, cast
 from promocodes.domain.codes import code_key
 from promocodes.models import WEBHOOK_TYPES, Actor, CodeEventKind, Outcome
 from promocodes.store.base import Connection, Row
+from promocodes.store.events import MICROS_PER_DAY
 from promocodes.store.rows import _flag
 
 logger = logging.getLogger("promocodes")
@@ -211,6 +216,16 @@ WITH wanted AS (
     JOIN webhooks w ON w.account_id = g.account_id AND w.active
     JOIN webhook_events t ON t.webhook_id = w.id AND t.event_type = $9
     ORDER BY e.id, w.id
+), counted AS (
+    UPDATE codes c SET activated_count = c.activated_count + 1
+    FROM activated a WHERE c.id = a.code_id
+    RETURNING c.program_id, a.at, c.activated_count
+), tallied AS (
+    INSERT INTO program_days (program_id, day, shard, activated)
+    SELECT program_id, at / $10, pg_backend_pid() % 64, count(*) FROM counted
+    WHERE activated_count = 1
+    GROUP BY program_id, at / $10 ORDER BY program_id, at / $10
+    ON CONFLICT (program_id, day, shard) DO UPDATE SET activated = program_days.activated + excluded.activated
 )
 SELECT i FROM activated
 """
@@ -265,16 +280,26 @@ async def redeem_group(conn: Connection, group: list[Redemption]) -> tuple[list[
     )
     if not order:
         return judged, set()
+    keys = [cast(Keyed, judged[i]).key for i in order]
+    # The codes first, in id order, as the single path locks its code (store.codes._activate): their
+    # activated_count moves below, and two groups meet their common codes in one order.
+    await conn.fetch(
+        "SELECT c.id FROM codes c JOIN unnest($1::bigint[], $2::text[]) AS w(program_id, key) "
+        "ON c.program_id = w.program_id AND c.code_key = w.key ORDER BY c.id FOR NO KEY UPDATE OF c",
+        [group[i].program_id for i in order],
+        keys,
+    )
     rows = await conn.fetch(
         _REDEEM_GROUP,
         order,
         [group[i].program_id for i in order],
-        [cast(Keyed, judged[i]).key for i in order],
+        keys,
         [group[i].profile_pk for i in order],
         [group[i].at for i in order],
         [group[i].actor.token_id for i in order],
         [group[i].actor.token_name for i in order],
         CodeEventKind.ACTIVATED.value,
         WEBHOOK_TYPES[CodeEventKind.ACTIVATED].value,
+        MICROS_PER_DAY,
     )
     return judged, {row["i"] for row in rows}

@@ -77,6 +77,8 @@ class SqliteConnection:
     lock_row = ""  # ... and nothing to lock beyond BEGIN IMMEDIATE
     share_row = ""
     lock_for_delete = ""
+    # One writer at a time: one counter row per program and day (store.events.bump).
+    counter_shard = "0"
 
     def __init__(self, raw: sqlite3.Connection) -> None:
         self._raw = raw
