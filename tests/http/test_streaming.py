@@ -1,5 +1,5 @@
-"""Streamed lists (docs/api.md#export_all): the page-at-a-time encoders write exactly what the item-by-item
-envelope encoder writes for the same list, in JSON and in XML."""
+"""Lists encoded a page or a column at a time (docs/api.md#export_all, docs/api.md#import): exactly what the
+item-by-item encoder writes for the same list, in JSON and in XML."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from promocodes.http.encoding import encode, envelope, stream_pages
-from promocodes.schemas import ExportItem, ImportItem
+from promocodes.http.encoding import _xml_members, encode, envelope, stream_pages
+from promocodes.schemas import ExportItem, ImportItem, ImportResult, envelope_members
 
 ITEMS = [
     ExportItem(code="PLAIN"),
@@ -59,3 +59,22 @@ def test_the_json_stream_decodes_to_the_items() -> None:
     document = msgspec.json.decode(streamed([ITEMS[:3], ITEMS[3:]], "json"))
     assert document["data"] == [msgspec.to_builtins(item) for item in ITEMS]
     assert (document["error"], document["error_text"]) == (0, "Successful operation")
+
+
+def item_by_item_xml(payload: dict[str, Any]) -> bytes:
+    """The reference: every member converted to builtins, then written element by element."""
+    return ("<xml>" + "".join(_xml_members(msgspec.to_builtins(payload))) + "</xml>").encode("utf-8")
+
+
+def test_import_answer_in_xml_is_written_as_item_by_item() -> None:
+    items = [
+        ImportItem(code="SPRING-001", error=0, error_text=""),
+        ImportItem(code="SPRING-001", error=500, error_text="Promocode duplicated"),
+        ImportItem(code="bad\x07<", error=400, error_text="Promo code contains a control character"),
+        ImportItem(code="two\nlines", error=402, error_text="Program limit exceeded"),
+    ]
+    result = ImportResult(data=items, discarded_by_limit=1, duplicated=1, inserted=1)
+    payload = envelope(**envelope_members(result))
+    assert encode(payload, "xml") == item_by_item_xml(payload)
+    for payload in (envelope([ExportItem(code="A")]), envelope([]), envelope(None, 404, "Not found")):
+        assert encode(payload, "xml") == item_by_item_xml(payload)

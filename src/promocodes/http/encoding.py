@@ -37,7 +37,15 @@ def encode(payload: dict[str, Any], fmt: str) -> bytes:
 
 
 def encode_xml(payload: dict[str, Any]) -> bytes:
-    return ("<xml>" + "".join(_xml_members(msgspec.to_builtins(payload))) + "</xml>").encode("utf-8")
+    parts = ["<xml>"]
+    for name in sorted(payload):
+        value = payload[name]
+        if isinstance(value, list) and value and isinstance(value[0], msgspec.Struct):
+            parts.append(_xml_page(value, name))  # import's answer: 100,000 items written a column at a time
+        else:
+            parts.extend(_xml_element(name, msgspec.to_builtins(value)))
+    parts.append("</xml>")
+    return "".join(parts).encode("utf-8")
 
 
 def _xml_members(mapping: dict[str, Any]) -> Iterator[str]:
@@ -70,7 +78,7 @@ async def stream_pages(pages: AsyncIterator[list[Any]], fmt: str) -> AsyncIterat
     if fmt == "xml":
         yield b"<xml>"
         async for page in pages:
-            yield _xml_page(page).encode("utf-8")
+            yield _xml_page(page, "data").encode("utf-8")
         yield ("".join(_xml_members(tail)) + "</xml>").encode("utf-8")
         return
     yield b'{"data":['
@@ -84,30 +92,41 @@ async def stream_pages(pages: AsyncIterator[list[Any]], fmt: str) -> AsyncIterat
     yield b"]," + _json.encode(tail)[1:]
 
 
-def _xml_page(items: list[Any]) -> str:
-    """``<data>`` elements for a page of flat structs whose fields are text (``ExportItem``), as
-    :func:`_xml_element` writes them — the fields in alphabetical order, an unset field left out, an empty one
-    ``<name/>`` — but a column at a time: each field's values are checked for characters XML cannot carry and
-    escaped joined in one string, not one call per value. Anything else is written item by item."""
-    kind = type(items[0]) if items else None
-    if kind is None or not isinstance(items[0], msgspec.Struct) or any(type(item) is not kind for item in items):
-        return "".join(part for item in items for part in _xml_element("data", msgspec.to_builtins(item)))
-    columns: list[tuple[str, list[Any]]] = []
+def _xml_page(items: list[Any], element: str) -> str:
+    """``<element>`` items for a list of flat structs whose fields are text or integers (``ExportItem``,
+    ``ImportItem``), as :func:`_xml_element` writes them — the fields in alphabetical order, an unset field left
+    out, an empty text ``<name/>`` — but a column at a time: each field's values are checked for characters XML
+    cannot carry and escaped joined in one string, not one call per value. Anything else is written item by
+    item."""
+    if not items:
+        return ""
+    kind = type(items[0])
+    if (
+        not issubclass(kind, msgspec.Struct)
+        or not kind.__struct_fields__
+        or any(type(item) is not kind for item in items)
+    ):
+        return _xml_items(items, element)
+    columns: list[list[str]] = []
     for name in sorted(kind.__struct_fields__):
         values = [getattr(item, name) for item in items]
-        texts = [value for value in values if value is not msgspec.UNSET]
-        if not all(type(text) is str for text in texts):
-            return "".join(part for item in items for part in _xml_element("data", msgspec.to_builtins(item)))
-        if texts:
-            columns.append((name, _xml_column(name, values)))
-    if not columns:
-        return "<data></data>" * len(items)
-    return "".join("<data>" + "".join(row) + "</data>" for row in zip(*(column for _, column in columns), strict=True))
+        if not all(type(value) in _COLUMN_TYPES or value is msgspec.UNSET for value in values):
+            return _xml_items(items, element)
+        columns.append(_xml_column(name, values))
+    start, end = f"<{element}>", f"</{element}>"
+    return "".join(start + "".join(row) + end for row in zip(*columns, strict=True))
+
+
+_COLUMN_TYPES = (str, int)  # exactly these: a bool (an int subclass) is written true/false, by _xml_element
+
+
+def _xml_items(items: list[Any], element: str) -> str:
+    return "".join(part for item in items for part in _xml_element(element, msgspec.to_builtins(item)))
 
 
 def _xml_column(name: str, values: list[Any]) -> list[str]:
-    """One field's elements for every item of a page (``""`` where it is unset)."""
-    present = [value for value in values if value is not msgspec.UNSET and value != ""]
+    """One field's elements for every item (``""`` where it is unset)."""
+    present = [str(value) for value in values if value is not msgspec.UNSET and value != ""]
     joined = "\n".join(present)
     if joined.count("\n") == len(present) - 1:  # no value holds a line break: split back after escaping
         escaped = iter(escape(_NOT_XML_CHAR.sub(chr(0xFFFD), joined)).split("\n"))
