@@ -9,6 +9,7 @@ import contextlib
 import csv
 import io
 import itertools
+import operator
 import re
 import sys
 from collections.abc import Iterator
@@ -168,13 +169,15 @@ async def export(
 
 
 _CSV_SPECIAL = re.compile('[,"\r\n]')
+_code, _attached, _activated = (operator.attrgetter(name) for name in ("code", "attached", "activated"))
 
 
 def _csv_page(page: list[ExportItem]) -> str:
     """A page as CSV lines (``csv.writer``'s dialect: minimal quoting, CRLF). A page of codes never attached that
     need no quoting — the usual one — is joined in one call; any other goes through ``csv.writer``."""
-    codes = [item.code for item in page]
-    if all(not item.attached and not item.activated for item in page) and not _CSV_SPECIAL.search("".join(codes)):
+    codes = list(map(_code, page))
+    untimed = not any(map(_attached, page)) and not any(map(_activated, page))  # UNSET is false
+    if untimed and not _CSV_SPECIAL.search("".join(codes)):
         return ",,\r\n".join(codes) + ",,\r\n"
     text = io.StringIO()
     csv.writer(text).writerows([item.code, item.attached or "", item.activated or ""] for item in page)

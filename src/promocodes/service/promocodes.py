@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import operator
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import NamedTuple
@@ -421,12 +422,17 @@ async def _generated_codes(store: Store, program_id: int, generation: Generation
 
 async def _export_pages(store: Store, program_id: int) -> AsyncIterator[list[ExportItem]]:
     async for rows in store.export_batches(program_id):
-        yield [
-            ExportItem(code=code)
-            if attached is None and activated is None  # never attached: the usual row, and the cheapest
-            else _export_item(code, attached, activated)
-            for _, code, attached, activated in rows
-        ]
+        # One struct per code made by map (no Python frame per row); only the rows with a time — codes ever
+        # attached, usually few — are then made again with their times formatted.
+        items = list(map(ExportItem, map(_CODE, rows)))
+        if set(map(_TIMES, rows)) != {(None, None)}:
+            for index, (_, code, attached, activated) in enumerate(rows):
+                if attached is not None or activated is not None:
+                    items[index] = _export_item(code, attached, activated)
+        yield items
+
+
+_CODE, _TIMES = operator.itemgetter(1), operator.itemgetter(2, 3)  # of an export row: id, code, attached, activated
 
 
 def _export_item(code: str, attached: int | None, activated: int | None) -> ExportItem:
