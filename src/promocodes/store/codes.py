@@ -496,7 +496,14 @@ class CodeStore(StoreBase):
     async def export_page(self, conn: Connection, program_id: int, after_id: int, limit: int) -> list[ExportedCode]:
         """One page of the program's codes in creation order, after ``after_id`` (keyset paging: no cursor is
         held between pages, so an export of millions of codes needs neither a long transaction nor memory)."""
-        rows = await conn.fetch(_EXPORT_PAGE, program_id, after_id, _NO_END, limit)
+        rows = await conn.fetch(
+            "SELECT c.id, c.code, max(b.attached) AS attached, max(b.activated) AS activated "
+            "FROM (SELECT id, code FROM codes WHERE program_id = $1 AND id > $2 ORDER BY id LIMIT $3) c "
+            "LEFT JOIN code_bindings b ON b.code_id = c.id GROUP BY c.id, c.code ORDER BY c.id",
+            program_id,
+            after_id,
+            limit,
+        )
         return [_exported(row) for row in rows]
 
     @read_operation
@@ -570,7 +577,6 @@ _EXPORT_PAGE = (
     ") b ON b.code_id = c.id "
     "WHERE c.program_id = $1 AND c.id > $2 AND c.id <= $3 ORDER BY c.id LIMIT $4"
 )
-_NO_END = 2**63 - 1  # the largest id a BIGINT holds: a page without an upper bound
 #: ``(id, code, attached, activated)``: a driver's row as it comes (``asyncpg.Record``, ``sqlite3.Row``), read by
 #: position or unpacked, never copied
 ExportRow = Row
