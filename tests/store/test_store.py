@@ -1169,15 +1169,15 @@ async def test_export_of_codes_scattered_among_other_programs_codes(store: Store
 
 
 async def test_an_export_lists_the_codes_held_when_it_began_as_each_page_finds_them(store: Store) -> None:
-    _, program_id, db_id = await world(store, "A", "B", "C", "D")
+    _, program_id, db_id = await world(store, "A", "B", "C", "D", "E")
     ann = await profile(store, db_id, "ann@example.org")
-    pages = store.export_batches(program_id, page_size=2)
-    first = await anext(pages)
-    await add_codes(store, program_id, "E")  # created after the export began: not listed
+    pages = store.export_batches(program_id, page_size=1)
+    first = await anext(pages)  # the next page may be read ahead already; the fourth is not
+    await add_codes(store, program_id, "F")  # created after the export began: not listed
     assert await attach(store, program_id, "D", ann.pk) is Outcome.DONE  # on a page not read yet: shown
     rest = [row async for page in pages for row in page]
-    assert [row[1] for row in [*first, *rest]] == ["A", "B", "C", "D"]
-    assert [row[2] is not None for row in rest] == [False, True]
+    assert [row[1] for row in [*first, *rest]] == ["A", "B", "C", "D", "E"]
+    assert [row[2] is not None for row in rest] == [False, False, True, False]
 
 
 async def test_export_page_keyset(store: Store) -> None:

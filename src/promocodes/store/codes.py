@@ -14,6 +14,7 @@ a change that already holds a code or a binding and then needs the program.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 
@@ -527,7 +528,8 @@ class CodeStore(StoreBase):
     async def export_batches(self, program_id: int, page_size: int = EXPORT_PAGE) -> AsyncIterator[list[ExportRow]]:
         """Every code of the program that existed when the export began, in creation order, a page at a time.
 
-        Each page is its own short read (no transaction or cursor is held while the caller writes a page out), and
+        Each page is its own short read (no transaction or cursor is held while the caller writes a page out; the
+        next page is read while the caller handles this one), and
         its query is bounded on BOTH sides of the id: ``after_id < id <= until_id``, with at most ``page_size``
         rows. A bare ``id > after_id ORDER BY id LIMIT n`` would be enough for a planner that knows the table, but
         right after a bulk import PostgreSQL's statistics still say the program is small: it then reads every
@@ -545,18 +547,32 @@ class CodeStore(StoreBase):
             return
         after_id, last_id = bounds[0] - 1, bounds[1]
         span = page_size
-        while after_id < last_id:
-            until_id = min(after_id + span, last_id)
-            rows = await self.export_rows(program_id, after_id, until_id, page_size)
-            if rows:
-                yield rows
-            if len(rows) == page_size:  # the span held more: go on after the last row, with a narrower span
-                after_id = rows[-1][0]
-                span = max(page_size, span // 2)
-            else:
-                after_id = until_id
-                if len(rows) < page_size // 2:
-                    span *= 2
+        reading: asyncio.Future[list[ExportRow]] | None = None
+        try:
+            while after_id < last_id:
+                until_id = min(after_id + span, last_id)
+                if reading is None:
+                    reading = asyncio.ensure_future(self.export_rows(program_id, after_id, until_id, page_size))
+                rows, reading = await reading, None
+                if len(rows) == page_size:  # the span held more: go on after the last row, with a narrower span
+                    after_id = rows[-1][0]
+                    span = max(page_size, span // 2)
+                else:
+                    after_id = until_id
+                    if len(rows) < page_size // 2:
+                        span *= 2
+                if after_id < last_id:
+                    # Read ahead: the next page is read (by the database, or SQLite's reader thread) while the
+                    # caller encodes and sends this one. At most two pages are in memory.
+                    until_id = min(after_id + span, last_id)
+                    reading = asyncio.ensure_future(self.export_rows(program_id, after_id, until_id, page_size))
+                if rows:
+                    yield rows
+        finally:
+            if reading is not None:  # the caller stopped early (a client gone): the read ahead is not wanted
+                reading.cancel()
+                if not reading.cancelled() and reading.done():
+                    reading.exception()  # taken, not logged as never retrieved: the caller has its own outcome
 
     async def export_codes(self, program_id: int, page_size: int = 5000) -> AsyncIterator[ExportedCode]:
         """Every code of the program, page by page (:meth:`export_batches`); memory stays at one page whatever the
