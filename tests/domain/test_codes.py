@@ -2,7 +2,7 @@
 
 import pytest
 
-from promocodes.domain.codes import MAX_CODE_LENGTH, clean_code, code_key
+from promocodes.domain.codes import MAX_CODE_LENGTH, clean_code, clean_codes, code_key, code_keys
 from promocodes.errors import BadRequest
 
 
@@ -86,3 +86,42 @@ def test_code_key_folds_case_when_case_insensitive(one: str, other: str) -> None
 def test_code_key_case_insensitive_still_tells_different_codes_apart() -> None:
     assert code_key("abc", False) != code_key("abd", False)
     assert code_key("é", False) != code_key("e", False)
+
+
+# Valid and invalid items, white space to strip, case folding that changes the length (ß, İ) or depends on nothing
+# around it (Σ at a word's end folds like any other Σ), a code made of a NUL.
+BATCH = [
+    " SPRING-1 ",
+    "Straße",
+    "İSTANBUL",
+    "ΣΑΣ",
+    "",
+    "A" * 256,
+    "x\x00y",
+    "\u3000\u3000",
+    "ok\x85",
+    "\x00",
+    "fine",
+]
+
+
+@pytest.mark.parametrize("batch", [BATCH, [code for code in BATCH if code.strip() == code and code.isprintable()]])
+def test_clean_codes_judges_each_item_as_clean_code_does(batch: list[str]) -> None:
+    judged = clean_codes(batch)
+    assert len(judged) == len(batch)
+    for raw, verdict in zip(batch, judged, strict=True):
+        try:
+            expected: str | BadRequest = clean_code(raw)
+        except BadRequest as error:
+            expected = error
+        if isinstance(expected, BadRequest):
+            assert isinstance(verdict, BadRequest) and verdict.text == expected.text
+        else:
+            assert verdict == expected
+
+
+@pytest.mark.parametrize("case_sensitive", [True, False])
+def test_code_keys_are_the_keys_of_each_code(case_sensitive: bool) -> None:
+    codes = ["Straße", "İSTANBUL", "ΣΑΣ", "ﬃ", "MiXeD", "x\x00y", ""]
+    assert code_keys(codes, case_sensitive) == [code_key(code, case_sensitive) for code in codes]
+    assert code_keys([], case_sensitive) == []

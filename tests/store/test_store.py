@@ -425,6 +425,25 @@ async def test_import_skips_codes_the_program_holds(store: Store) -> None:
     assert state.created == NOW  # the original code, not replaced
 
 
+async def test_import_of_a_batch_holding_some_held_codes_inserts_the_rest_in_input_order(store: Store) -> None:
+    """The fast insert meets held keys midway (its second attempt then skips them): the outcome names exactly the
+    new keys, and the new codes are stored in the order sent."""
+    _, program_id, _ = await world(store, "K07", "K03", "K15")
+    batch = [f"K{number:02d}" for number in (9, 7, 1, 15, 12, 3, 0, 4)]
+    outcome = await add_codes(store, program_id, *batch)
+    new = [code for code in batch if code not in {"K07", "K03", "K15"}]
+    assert outcome == ImportOutcome(inserted=frozenset(new), considered=len(batch))
+    assert [code for code, _, _ in await exported(store, program_id)] == ["K07", "K03", "K15", *new]
+    assert (await stats(store, program_id)).total == 3 + len(new)
+
+
+async def test_import_of_new_codes_keeps_the_order_sent(store: Store) -> None:
+    _, program_id, _ = await world(store)
+    batch = [f"C{(number * 7919) % 1000:03d}" for number in range(300)]  # distinct, far from sorted
+    assert (await add_codes(store, program_id, *batch)).inserted == frozenset(batch)
+    assert [code for code, _, _ in await exported(store, program_id, page_size=64)] == batch
+
+
 async def test_import_compares_by_key(store: Store) -> None:
     _, program_id, _ = await world(store, case_sensitive=False)
     assert (await store.import_codes(program_id, [("Spring", "spring")], NOW, actor=ACTOR)).inserted == {"spring"}
@@ -1129,6 +1148,36 @@ async def test_export_pages_across_boundaries(store: Store, count: int) -> None:
     listing = await exported(store, program_id, page_size=2)
     assert [code for code, _, _ in listing] == codes
     assert [attached for _, attached, _ in listing] == [code == "LAST" for code in codes]
+
+
+async def test_export_of_codes_scattered_among_other_programs_codes(store: Store) -> None:
+    """The program's codes lie in runs between long runs of another program's: small pages over wide gaps."""
+    account_id, program_id, _ = await world(store)
+    other = await program(store, account_id, name="Other")
+    mine: list[str] = []
+    for run in range(6):
+        codes = [f"M{run}-{index}" for index in range(run % 3 + 1)]  # runs of 1 to 3 codes
+        await add_codes(store, program_id, *codes)
+        mine += codes
+        await add_codes(store, other.id, *[f"O{run}-{index}" for index in range(40 * run + 1)])
+    pages = [page async for page in store.export_batches(program_id, page_size=2)]
+    assert all(1 <= len(page) <= 2 for page in pages)
+    assert [row[1] for page in pages for row in page] == mine
+    assert [item.code async for item in store.export_codes(other.id, page_size=7)] == [
+        f"O{run}-{index}" for run in range(6) for index in range(40 * run + 1)
+    ]
+
+
+async def test_an_export_lists_the_codes_held_when_it_began_as_each_page_finds_them(store: Store) -> None:
+    _, program_id, db_id = await world(store, "A", "B", "C", "D", "E")
+    ann = await profile(store, db_id, "ann@example.org")
+    pages = store.export_batches(program_id, page_size=1)
+    first = await anext(pages)  # the next page may be read ahead already; the fourth is not
+    await add_codes(store, program_id, "F")  # created after the export began: not listed
+    assert await attach(store, program_id, "D", ann.pk) is Outcome.DONE  # on a page not read yet: shown
+    rest = [row async for page in pages for row in page]
+    assert [row[1] for row in [*first, *rest]] == ["A", "B", "C", "D", "E"]
+    assert [row[2] is not None for row in rest] == [False, False, True, False]
 
 
 async def test_export_page_keyset(store: Store) -> None:

@@ -467,20 +467,17 @@ class ProgramPages:
         """Every code as CSV (``code,attached,activated``), streamed page by page from the export service: memory
         holds one page whatever the program's size."""
         loyalty_id = request.path_params["loyalty_id"]
-        items = await self.services.promocodes.export(principal, ProgramRef(loyalty_id=loyalty_id))
+        pages = await self.services.promocodes.export(principal, ProgramRef(loyalty_id=loyalty_id))
 
         async def lines() -> AsyncIterator[str]:
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\n")
             writer.writerow(["code", "attached", "activated"])
-            written = 0
-            async for item in items:
-                writer.writerow([item.code, item.attached or "", item.activated or ""])
-                written += 1
-                if written % 1000 == 0:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
+            async for page in pages:  # one page of the export at a time
+                writer.writerows([item.code, item.attached or "", item.activated or ""] for item in page)
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
             yield buffer.getvalue()
 
         headers = {

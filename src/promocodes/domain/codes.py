@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from promocodes.errors import BadRequest
 
@@ -64,3 +65,41 @@ class CodeColumn:
         if self.column < len(row) and row[self.column].strip():
             return row[self.column]
         return None
+
+
+def clean_codes(raws: Sequence[str]) -> list[str | BadRequest]:
+    """:func:`clean_code` for a whole import batch, item by item: the cleaned code, or the error refusing it.
+
+    Judged as a batch first — every item stripped, then ONE control-character search over all of them joined and
+    the shortest and longest length taken in C — so that a batch of valid codes (the usual one) costs no Python
+    call per code; only a batch holding an invalid item is judged again code by code, to say which and why.
+    """
+    stripped = [raw.strip(WHITE_SPACE) for raw in raws]
+    if not stripped:
+        return []
+    lengths = list(map(len, stripped))
+    if min(lengths) > 0 and max(lengths) <= MAX_CODE_LENGTH and not _CONTROL.search("".join(stripped)):
+        return list(stripped)
+    return [_cleaned_or_error(raw) for raw in raws]
+
+
+def _cleaned_or_error(raw: str) -> str | BadRequest:
+    try:
+        return clean_code(raw)
+    except BadRequest as error:
+        return error
+
+
+def code_keys(codes: Sequence[str], case_sensitive: bool) -> list[str]:
+    """:func:`code_key` of each cleaned code, in one pass.
+
+    Case folding is context-free (each character folds alone), so folding the codes joined by a NUL and splitting
+    there again gives each code's own key: a cleaned code never holds a NUL (a control character), and folding
+    never makes one. Checked by the count, all the same.
+    """
+    if case_sensitive:
+        return list(codes)
+    keys = "\x00".join(codes).casefold().split("\x00")
+    if len(keys) != len(codes):  # a code holding a NUL, never cleaned: fold code by code instead
+        return [code.casefold() for code in codes]
+    return keys

@@ -11,7 +11,7 @@ import msgspec
 from starlette.responses import Response, StreamingResponse
 
 from promocodes.errors import BadRequest, PromocodeError
-from promocodes.http.encoding import JSON_MEDIA, XML_MEDIA, encode, envelope, stream_list
+from promocodes.http.encoding import JSON_MEDIA, XML_MEDIA, encode, envelope, stream_pages
 from promocodes.schemas import envelope_members
 from promocodes.store.claims import Answer
 
@@ -44,7 +44,7 @@ def _media(fmt: str) -> str:
 
 def success(result: Any, fmt: str) -> Response:
     if isinstance(result, AsyncIterator):
-        return StreamingResponse(stream_list(result, fmt), media_type=_media(fmt), headers=SAFETY_HEADERS)
+        return StreamingResponse(stream_pages(result, fmt), media_type=_media(fmt), headers=SAFETY_HEADERS)
     payload = envelope(**envelope_members(result))
     return Response(encode(payload, fmt), media_type=_media(fmt), headers=SAFETY_HEADERS)
 

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import operator
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import NamedTuple
 
 import msgspec
 
-from promocodes.domain.codes import WHITE_SPACE, clean_code, code_key
+from promocodes.domain.codes import WHITE_SPACE, clean_code, clean_codes, code_key, code_keys
 from promocodes.domain.templates import Template
-from promocodes.domain.times import format_rfc3339, parse_rfc3339, utcnow
+from promocodes.domain.times import format_rfc3339, from_micros, parse_rfc3339, utcnow
 from promocodes.errors import BadRequest, Conflict, LimitExceeded, NotFound, PromocodeError
 from promocodes.models import Actor, CodeEvent, CodeState, Generation, ImportOutcome, Outcome, Principal, Program
 from promocodes.schemas import (
@@ -411,11 +412,11 @@ class PromocodeService:
 
     # --- export -------------------------------------------------------------------------------------------------
 
-    async def export(self, principal: Principal, request: ProgramRef) -> AsyncIterator[ExportItem]:
-        """Check access now, then stream: the caller gets an iterator whose memory does not grow with the
-        program (docs/api.md#export_all)."""
+    async def export(self, principal: Principal, request: ProgramRef) -> AsyncIterator[list[ExportItem]]:
+        """Check access now, then stream: the caller gets an iterator of pages whose memory does not grow with the
+        program (docs/api.md#export_all); what an export sees is said in ``Store.export_batches``."""
         program = await self.programs.program(principal, request.loyalty_id)
-        return _export_items(self.store, program.id)
+        return _export_pages(self.store, program.id)
 
 
 async def _generated_codes(store: Store, program_id: int, generation: Generation) -> AsyncIterator[str]:
@@ -432,53 +433,79 @@ async def _generated_codes(store: Store, program_id: int, generation: Generation
         after_id = page[-1].id
 
 
-async def _export_items(store: Store, program_id: int) -> AsyncIterator[ExportItem]:
-    async for item in store.export_codes(program_id):
-        export = ExportItem(code=item.code)
-        if item.attached is not None:
-            export.attached = format_rfc3339(item.attached)
-        if item.activated is not None:
-            export.activated = format_rfc3339(item.activated)
-        yield export
+async def _export_pages(store: Store, program_id: int) -> AsyncIterator[list[ExportItem]]:
+    async for rows in store.export_batches(program_id):
+        # One struct per code made by map (no Python frame per row); only the rows with a time — codes ever
+        # attached, usually few — are then made again with their times formatted.
+        items = list(map(ExportItem, map(_CODE, rows)))
+        if set(map(_TIMES, rows)) != {(None, None)}:
+            for index, (_, code, attached, activated) in enumerate(rows):
+                if attached is not None or activated is not None:
+                    items[index] = _export_item(code, attached, activated)
+        yield items
+
+
+_CODE, _TIMES = operator.itemgetter(1), operator.itemgetter(2, 3)  # of an export row: id, code, attached, activated
+
+
+def _export_item(code: str, attached: int | None, activated: int | None) -> ExportItem:
+    item = ExportItem(code=code)
+    if attached is not None:
+        item.attached = format_rfc3339(from_micros(attached))
+    if activated is not None:
+        item.activated = format_rfc3339(from_micros(activated))
+    return item
 
 
 class _Judged(NamedTuple):
-    """An import batch judged item by item: the cleaned code and its key, or the error that refuses it; the first
-    occurrence of each key, in order (what the store is asked to insert), and where it stands in that list."""
+    """An import batch judged item by item: the cleaned code, or the error that refuses it; the keys of the valid
+    items, in order; the first occurrence of each key, in order (what the store is asked to insert); and where each
+    key's first occurrence stands in that list."""
 
-    verdicts: list[tuple[str, str] | PromocodeError]
+    verdicts: list[str | BadRequest]
+    keys: list[str]
     unique: list[tuple[str, str]]
     first_index: dict[str, int]
 
+    def all_distinct_and_valid(self) -> bool:
+        """No item refused, no key twice: the items are exactly the rows handed to the store, in order."""
+        return len(self.unique) == len(self.verdicts)
+
 
 def _judge(codes: list[str], case_sensitive: bool) -> _Judged:
-    verdicts: list[tuple[str, str] | PromocodeError] = []
-    first_index: dict[str, int] = {}
+    # Batch calls (domain.codes.clean_codes, code_keys) rather than a function call per code: a million-code
+    # import is judged at C speed when its codes are valid and distinct, the usual case.
+    verdicts = clean_codes(codes)
+    valid = [verdict for verdict in verdicts if type(verdict) is str]
+    keys = code_keys(valid, case_sensitive)
+    # A dict keeps the LAST index of a repeated key; when no key repeats that is also the first.
+    first_index = dict(zip(keys, range(len(keys)), strict=True))
+    if len(first_index) == len(keys):
+        return _Judged(verdicts, keys, list(zip(valid, keys, strict=True)), first_index)
+    first_index.clear()
     unique: list[tuple[str, str]] = []
-    for raw in codes:
-        try:
-            code = clean_code(raw)
-        except PromocodeError as error:
-            verdicts.append(error)
-            continue
-        key = code_key(code, case_sensitive)
-        verdicts.append((code, key))
+    for code, key in zip(valid, keys, strict=True):
         if key not in first_index:
             first_index[key] = len(unique)
             unique.append((code, key))
-    return _Judged(verdicts, unique, first_index)
+    return _Judged(verdicts, keys, unique, first_index)
 
 
 def _report(codes: list[str], judged: _Judged, outcome: ImportOutcome) -> ImportResult:
     """Import's answer: one item per code sent, in order, with the counters."""
+    if judged.all_distinct_and_valid() and len(outcome.inserted) == len(judged.unique):
+        # Every item stored (the usual answer): no per-item judgement to make.
+        stored = [ImportItem(code=code, error=0, error_text="") for code, _ in judged.unique]
+        return ImportResult(data=stored, discarded_by_limit=0, duplicated=0, inserted=len(stored))
     items: list[ImportItem] = []
     seen: set[str] = set()
     counts = {"inserted": 0, "duplicated": 0, "discarded": 0}
+    keys = iter(judged.keys)
     for raw, verdict in zip(codes, judged.verdicts, strict=True):
-        if isinstance(verdict, PromocodeError):
+        if isinstance(verdict, BadRequest):
             items.append(ImportItem(code=raw, error=verdict.code, error_text=verdict.text))
             continue
-        code, key = verdict
+        code, key = verdict, next(keys)
         if key in seen or (judged.first_index[key] < outcome.considered and key not in outcome.inserted):
             counts["duplicated"] += 1
             items.append(ImportItem(code=code, error=500, error_text=DUPLICATED))

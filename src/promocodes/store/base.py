@@ -79,10 +79,11 @@ class Connection(Protocol):
     async def fetchval(self, sql: str, *args: Any) -> Any: ...
     def transaction(self) -> AbstractAsyncContextManager[None]: ...
     async def insert_codes(
-        self, program_id: int, rows: Sequence[tuple[str, str]], created: int, created_event: int
+        self, program_id: int, codes: Sequence[str], keys: Sequence[str], created: int, created_event: int
     ) -> set[str]:
-        """Insert ``(code, key)`` rows, skipping keys the program holds; return the keys inserted. Each new code
-        points at ``created_event``, the batch event that records its creation (docs/api.md#history)."""
+        """Insert codes with their keys (distinct), in order, skipping keys the program holds; return the keys
+        skipped (usually none). Each new code points at ``created_event``, the batch event that records its creation
+        (docs/api.md#history). The bulk path of :meth:`Store.import_codes`, run under its program lock."""
         ...
 
     async def insert_generated(

@@ -14,6 +14,7 @@ a change that already holds a code or a binding and then needs the program.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 
@@ -112,14 +113,17 @@ class CodeStore(StoreBase):
             room = None if limit is None else max(0, limit - program["code_count"])
             created = to_micros(now)
             event_id = await record(conn, CodeEventKind.CREATED, actor, created, program_id, None)
-            inserted: set[str] = set()
+            inserted: list[str] = []
             considered = 0
             while considered < len(rows) and (room is None or room > 0):
                 # Without a limit, one pass; with one, try as many rows as there is room for: duplicates among
                 # them leave room for the next rows, so loop until the room or the rows run out.
                 end = len(rows) if room is None else considered + room
-                added = await conn.insert_codes(program_id, rows[considered:end], created, event_id)
-                inserted |= added
+                codes = [code for code, _ in rows[considered:end]]
+                keys = [key for _, key in rows[considered:end]]
+                skipped = await conn.insert_codes(program_id, codes, keys, created, event_id)
+                added = [key for key in keys if key not in skipped] if skipped else keys
+                inserted += added
                 considered = min(end, len(rows))
                 if room is not None:
                     room -= len(added)
@@ -546,26 +550,101 @@ class CodeStore(StoreBase):
             after_id,
             limit,
         )
-        return [
-            ExportedCode(
-                id=row["id"],
-                code=row["code"],
-                attached=from_micros(row["attached"]),
-                activated=from_micros(row["activated"]),
-            )
-            for row in rows
-        ]
+        return [_exported(row) for row in rows]
+
+    @read_operation
+    async def export_rows(
+        self, conn: Connection, program_id: int, after_id: int, until_id: int, limit: int
+    ) -> list[ExportRow]:
+        """At most ``limit`` codes of the program with ``after_id < id <= until_id``, in creation order, as they
+        are stored: ``(id, code, attached, activated)``, times in microseconds or None (:meth:`export_batches`)."""
+        rows: list[ExportRow] = await conn.fetch(_EXPORT_PAGE, program_id, after_id, until_id, limit)
+        return rows
+
+    @read_operation
+    async def code_id_range(self, conn: Connection, program_id: int) -> tuple[int, int] | None:
+        """The program's lowest and highest code id (two index seeks), or None when it holds no code."""
+        row = await conn.fetchrow("SELECT min(id), max(id) FROM codes WHERE program_id = $1", program_id)
+        return None if row is None or row[0] is None else (row[0], row[1])
+
+    #: codes per page of an export: what one page holds in memory
+    EXPORT_PAGE = 10_000
+
+    async def export_batches(self, program_id: int, page_size: int = EXPORT_PAGE) -> AsyncIterator[list[ExportRow]]:
+        """Every code of the program that existed when the export began, in creation order, a page at a time.
+
+        Each page is its own short read (no transaction or cursor is held while the caller writes a page out; the
+        next page is read while the caller handles this one), and
+        its query is bounded on BOTH sides of the id: ``after_id < id <= until_id``, with at most ``page_size``
+        rows. A bare ``id > after_id ORDER BY id LIMIT n`` would be enough for a planner that knows the table, but
+        right after a bulk import PostgreSQL's statistics still say the program is small: it then reads every
+        remaining code of the program and sorts them for each page, an export quadratic in its size. Bounded, a
+        page reads only its span, whatever the plan. The span adapts to how densely the program's codes lie among
+        all the ids (other programs' codes interleave): it doubles while pages come back less than half full, and
+        halves when one fills up, so a sparse program needs few more reads than a dense one.
+
+        Snapshot: the highest id is read when the export begins, and codes created later are not listed; each page
+        shows its codes as they are when that page is read (a code activated meanwhile shows its activation if its
+        page is read after it). A code is never listed twice, and never skipped unless it was deleted.
+        """
+        bounds = await self.code_id_range(program_id)
+        if bounds is None:
+            return
+        after_id, last_id = bounds[0] - 1, bounds[1]
+        span = page_size
+        reading: asyncio.Future[list[ExportRow]] | None = None
+        try:
+            while after_id < last_id:
+                until_id = min(after_id + span, last_id)
+                if reading is None:
+                    reading = asyncio.ensure_future(self.export_rows(program_id, after_id, until_id, page_size))
+                rows, reading = await reading, None
+                if len(rows) == page_size:  # the span held more: go on after the last row, with a narrower span
+                    after_id = rows[-1][0]
+                    span = max(page_size, span // 2)
+                else:
+                    after_id = until_id
+                    if len(rows) < page_size // 2:
+                        span *= 2
+                if after_id < last_id:
+                    # Read ahead: the next page is read (by the database, or SQLite's reader thread) while the
+                    # caller encodes and sends this one. At most two pages are in memory.
+                    until_id = min(after_id + span, last_id)
+                    reading = asyncio.ensure_future(self.export_rows(program_id, after_id, until_id, page_size))
+                if rows:
+                    yield rows
+        finally:
+            if reading is not None:  # the caller stopped early (a client gone): the read ahead is not wanted
+                reading.cancel()
+                if not reading.cancelled() and reading.done():
+                    reading.exception()  # taken, not logged as never retrieved: the caller has its own outcome
 
     async def export_codes(self, program_id: int, page_size: int = 5000) -> AsyncIterator[ExportedCode]:
-        """Every code of the program, page by page; memory stays at one page whatever the program's size."""
-        after_id = 0
-        while True:
-            page = await self.export_page(program_id, after_id, page_size)
-            for item in page:
-                yield item
-            if len(page) < page_size:
-                return
-            after_id = page[-1].id
+        """Every code of the program, page by page (:meth:`export_batches`); memory stays at one page whatever the
+        program's size."""
+        async for rows in self.export_batches(program_id, page_size):
+            for row in rows:
+                yield _exported(row)
+
+
+#: one page of an export: the program's codes in an id range, each with its latest attach and activation. The
+#: bindings are aggregated for the same id range only (the unique index on ``(code_id, profile_pk)`` bounds that
+#: read too): aggregating the joined page instead costs a hash aggregate and a second sort of every row, most of them
+#: codes never attached.
+_EXPORT_PAGE = (
+    "SELECT c.id, c.code, b.attached, b.activated FROM codes c LEFT JOIN ("
+    "  SELECT code_id, max(attached) AS attached, max(activated) AS activated FROM code_bindings"
+    "  WHERE code_id > $2 AND code_id <= $3 GROUP BY code_id"
+    ") b ON b.code_id = c.id "
+    "WHERE c.program_id = $1 AND c.id > $2 AND c.id <= $3 ORDER BY c.id LIMIT $4"
+)
+#: ``(id, code, attached, activated)``: a driver's row as it comes (``asyncpg.Record``, ``sqlite3.Row``), read by
+#: position or unpacked, never copied
+ExportRow = Row
+
+
+def _exported(row: Row) -> ExportedCode:
+    return ExportedCode(id=row[0], code=row[1], attached=from_micros(row[2]), activated=from_micros(row[3]))
 
 
 async def _program_for_insert(conn: Connection, program_id: int, case_sensitive: bool | None) -> Row:

@@ -49,6 +49,12 @@ _UNAVAILABLE = (
     asyncpg.exceptions.LockNotAvailableError,  # a server-side lock_timeout
 )
 
+_INSERT_CODES = (
+    "INSERT INTO codes (program_id, code, code_key, created, created_event) "
+    "SELECT $1, code, code_key, $4, $5 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(code, code_key, n) "
+    "ORDER BY n"
+)
+
 
 class _PooledConnection(asyncpg.Connection):
     """asyncpg's connection without the reset query its pool sends each time a connection comes back
@@ -98,22 +104,29 @@ class PostgresConnection:
         return cast(AbstractAsyncContextManager[None], self._raw.transaction())
 
     async def insert_codes(
-        self, program_id: int, rows: Sequence[tuple[str, str]], created: int, created_event: int
+        self, program_id: int, codes: Sequence[str], keys: Sequence[str], created: int, created_event: int
     ) -> set[str]:
-        # One statement for the whole batch: the arrays travel in asyncpg's binary format.
-        inserted = await self._raw.fetch(
-            "INSERT INTO codes (program_id, code, code_key, created, created_event) "
-            "SELECT $1, code, code_key, $4, $5 "
-            "FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(code, code_key, n) "
-            "ORDER BY n ON CONFLICT (program_id, code_key) DO NOTHING RETURNING code_key",
-            program_id,
-            [code for code, _ in rows],
-            [key for _, key in rows],
-            created,
-            created_event,
+        # One statement for the whole batch, the arrays travelling in asyncpg's binary format; ORDER BY the
+        # ordinality makes the ids follow the input order (export's creation order, docs/api.md#export_all).
+        # As in insert_generated: a plain insert first, inside a savepoint — as fast as COPY, while skipping
+        # conflicts probes the unique index before every row. The caller holds the program lock, so no other
+        # transaction inserts into this program meanwhile: the plain insert never waits on another's uncommitted
+        # key, and only a key the program already held can make it fail. Then it is undone and the batch inserted
+        # again skipping those keys; the rows it returns say which keys went in.
+        args = (program_id, codes, keys, created, created_event)
+        try:
+            async with self._raw.transaction():
+                await self._raw.execute(_INSERT_CODES, *args, timeout=self._left())
+            return set()
+        except asyncpg.UniqueViolationError:
+            pass
+        rows = await self._raw.fetch(
+            f"{_INSERT_CODES} ON CONFLICT (program_id, code_key) DO NOTHING RETURNING code_key",
+            *args,
             timeout=self._left(),
         )
-        return {row["code_key"] for row in inserted}
+        inserted = {row[0] for row in rows}
+        return {key for key in keys if key not in inserted}
 
     async def insert_generated(
         self, program_id: int, codes: Sequence[str], keys: Sequence[str], created: int, created_event: int

@@ -38,6 +38,7 @@ import concurrent.futures
 import contextlib
 import functools
 import itertools
+import json
 import queue
 import re
 import sqlite3
@@ -109,19 +110,19 @@ class SqliteConnection:
         self._raw.execute("RELEASE tx")
 
     async def insert_codes(
-        self, program_id: int, rows: Sequence[tuple[str, str]], created: int, created_event: int
+        self, program_id: int, codes: Sequence[str], keys: Sequence[str], created: int, created_event: int
     ) -> set[str]:
-        cursor = self._raw.cursor()
-        inserted: set[str] = set()
-        for code, key in rows:
-            cursor.execute(
-                "INSERT INTO codes (program_id, code, code_key, created, created_event) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (program_id, code_key) DO NOTHING",
-                (program_id, code, key, created, created_event),
-            )
-            if cursor.rowcount == 1:
-                inserted.add(key)
-        return inserted
+        # One executemany, skipping held keys (insert_generated); when it inserted fewer rows than given, ONE
+        # look-up finds the keys skipped: those of the batch whose row another event created. The caller's
+        # transaction holds the write lock, so the rows cannot change in between.
+        if await self.insert_generated(program_id, codes, keys, created, created_event) == len(codes):
+            return set()
+        held = self._raw.execute(
+            "SELECT code_key FROM codes WHERE program_id = ?1 AND code_key IN (SELECT value FROM json_each(?2)) "
+            "AND created_event IS NOT ?3",
+            (program_id, json.dumps(keys), created_event),
+        )
+        return {row[0] for row in held}
 
     async def insert_generated(
         self, program_id: int, codes: Sequence[str], keys: Sequence[str], created: int, created_event: int
