@@ -24,12 +24,11 @@ import os
 import re
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,7 +41,7 @@ from promocodes.config import Settings
 from promocodes.domain.codes import code_key
 from promocodes.domain.templates import Template
 from promocodes.http.app import create_app
-from promocodes.models import Actor, Match, MatchMode, Role
+from promocodes.models import Actor, Match, MatchMode, Profile, Role
 from promocodes.service import Services
 from promocodes.store import open_store
 from promocodes.store.profiles import ProfileData
@@ -51,6 +50,11 @@ PG_ADMIN = os.environ.get("PROMOCODES_BENCH_POSTGRES", "postgresql://postgres@12
 ACTOR = Actor(token_id=None, token_name="bench")
 TEMPLATE = "BENCH-########"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def _given(data: ProfileData) -> Callable[[list[Profile]], ProfileData]:
+    """The profile write of a seeded profile: always ``data``, whatever is found."""
+    return lambda found: data
 
 
 async def seed(url: str, codes: int, attached: int, expiring: int) -> tuple[str, int, str]:
@@ -81,7 +85,7 @@ async def seed(url: str, codes: int, attached: int, expiring: int) -> tuple[str,
         for number in range(attached):
             data = ProfileData(profile_id=f"p{number}", email=None, phones=[], fields={})
             profile = await store.upsert_profile(
-                database.id, Match(MatchMode.PROFILE_ID, f"p{number}"), lambda _, data=data: data, now
+                database.id, Match(MatchMode.PROFILE_ID, f"p{number}"), _given(data), now
             )
             code = await store.attach_from_pool(program.id, profile.pk, False, now, actor=ACTOR)
             assert code is not None
@@ -145,9 +149,10 @@ def serving(url: str) -> Iterator[str]:
         thread.join(timeout=30)
 
 
-def measure(url: str, token: str, program_id: int, code: str, requests: int) -> None:
+def pages_of(program_id: int, code: str) -> dict[str, str]:
+    """The console's pages that show a program of many codes, by name: what :func:`page_times` asks for."""
     today = datetime.now(UTC).date()
-    pages = {
+    return {
         "programs list": "/console/programs",
         "program (charts, 30 days)": f"/console/programs/{program_id}",
         "program (charts, 366 days)": f"/console/programs/{program_id}?from={today - timedelta(days=365)}",
@@ -155,19 +160,32 @@ def measure(url: str, token: str, program_id: int, code: str, requests: int) -> 
         "edit form": f"/console/programs/{program_id}/edit",
         "delete confirmation": f"/console/programs/{program_id}/delete",
     }
-    with serving(url) as base, httpx2.Client(base_url=base, trust_env=False, timeout=60) as client:
+
+
+def page_times(base: str, token: str, program_id: int, code: str, requests: int) -> dict[str, list[float]]:
+    """Sign in to the console served at ``base`` and ask for each page ``requests`` times (after one to warm the
+    caches): the times in milliseconds, by page. Every answer must be a 200. Also the bench harness's console
+    workload (bench/workloads/console.py)."""
+    timings: dict[str, list[float]] = {}
+    with httpx2.Client(base_url=base, trust_env=False, timeout=60) as client:
         form = client.get("/console/sign-in")
         found = CSRF.search(form.text)
         assert found is not None
         client.post("/console/sign-in", data={"csrf": found.group(1), "token": token})
-        for name, path in pages.items():
+        for name, path in pages_of(program_id, code).items():
             times = []
             for _ in range(requests + 1):
                 started = time.perf_counter()
                 answer = client.get(path)
                 times.append((time.perf_counter() - started) * 1000)
                 assert answer.status_code == 200, (path, answer.status_code)
-            times = times[1:]  # the first warms the caches
+            timings[name] = times[1:]  # the first warms the caches
+    return timings
+
+
+def measure(url: str, token: str, program_id: int, code: str, requests: int) -> None:
+    with serving(url) as base:
+        for name, times in page_times(base, token, program_id, code, requests).items():
             print(f"  {name:28} median {statistics.median(times):7.1f} ms   slowest {max(times):7.1f} ms", flush=True)
 
 
@@ -216,4 +234,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench.workloads.console import NOT_WIRED
 
 ROOT = Path(__file__).resolve().parents[2]
 #: every figure the issue's table asks for (docs/performance.md#what-is-measured), as --quick names them
@@ -68,9 +67,6 @@ def test_quick_run_has_every_workload_with_a_number(tmp_path: Path) -> None:
     figures = {figure["workload"]: figure for figure in document["figures"]}
     assert sorted(figures) == sorted(EXPECTED), done.stdout[-3000:]
     for name, figure in figures.items():
-        if name == "console pages":
-            assert figure["note"] == NOT_WIRED or isinstance(figure["value"], int | float), figure
-            continue
         assert isinstance(figure["value"], int | float), figure
         if name in WITH_BASELINE:
             assert isinstance(figure["baseline"], int | float) and figure["baseline"] > 0, figure
