@@ -112,3 +112,16 @@ def test_the_settings_table_lists_every_program_setting_in_order() -> None:
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     documented = [name for row in rows for name in re.findall(r"`(\w+)`", row.split("|")[1])]
     assert documented == list(PROGRAM_SETTINGS)
+
+
+ANY_CITATION = re.compile(r"docs/([\w-]+)\.md#([\w-]+)")
+DOCS = ROOT / "docs"
+
+
+@pytest.mark.parametrize("path", [*CITING, *sorted(DOCS.glob("*.md"))], ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_cited_section_of_every_doc_exists(path: Path) -> None:
+    """Citations of the other documents (docs/console.md#…, docs/performance.md#…) lead somewhere too."""
+    for name, anchor in set(ANY_CITATION.findall(path.read_text(encoding="utf-8"))):
+        doc = DOCS / f"{name}.md"
+        assert doc.exists(), f"{path.relative_to(ROOT)} cites docs/{name}.md, which does not exist"
+        assert anchor in anchors(doc.read_text(encoding="utf-8")), f"{path.relative_to(ROOT)}: docs/{name}.md#{anchor}"
