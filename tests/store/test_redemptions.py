@@ -286,3 +286,15 @@ async def test_activations_are_judged_against_their_program_alone_and_together(s
     assert pairs == [Counter({Outcome.DONE: 1, Outcome.ALREADY_ACTIVATED: 1})] * (len(codes) - 1)
     assert together[-2:] == [Outcome.NO_PROGRAM, Outcome.NEEDS_PROFILE]
     assert (await store.program_stats(folding.id, NOW)).activated == len(codes)
+
+
+async def test_a_queue_of_one_code_asked_many_times_still_answers_each(store: Store) -> None:
+    """Many requests for one code among others: one activation, every repeat told it was already activated, and the
+    other codes activated too (the queue's repeats wait for later groups without holding the others back)."""
+    program_id, _, _ = await mixed_program(store)
+    outcomes = await asyncio.gather(
+        *(store.activate(program_id, FRESH[0], None, NOW, actor=CASHIER) for _ in range(600)),
+        *(store.activate(program_id, code, None, NOW, actor=CASHIER) for code in FRESH[1:]),
+    )
+    assert Counter(outcomes[:600]) == {Outcome.DONE: 1, Outcome.ALREADY_ACTIVATED: 599}
+    assert outcomes[600:] == [Outcome.DONE] * (len(FRESH) - 1)

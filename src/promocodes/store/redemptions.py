@@ -142,6 +142,8 @@ class RedemptionGroups:
             name = (redemption.program_id, redemption.code)
             if name in held:
                 later.append(redemption)
+                if len(later) >= self._max_group:
+                    break  # a queue of one code asked many times: look no further, so a take stays O(group)
             else:
                 held.add(name)
                 group.append(redemption)
