@@ -2,7 +2,7 @@
 
 import pytest
 
-from promocodes.domain.codes import MAX_CODE_LENGTH, clean_code, clean_codes, code_key, code_keys
+from promocodes.domain.codes import MAX_CODE_LENGTH, CodeColumn, clean_code, clean_codes, code_key, code_keys
 from promocodes.errors import BadRequest
 
 
@@ -125,3 +125,19 @@ def test_code_keys_are_the_keys_of_each_code(case_sensitive: bool) -> None:
     codes = ["Straße", "İSTANBUL", "ΣΑΣ", "ﬃ", "MiXeD", "x\x00y", ""]
     assert code_keys(codes, case_sensitive) == [code_key(code, case_sensitive) for code in codes]
     assert code_keys([], case_sensitive) == []
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [["code", "note"], ["A-1", "x"], [""], ["B-2", "y"]],
+        [["note", "code"], ["x", "A-1"], ["y", ""], ["z", "B-2"]],
+        [["A-1"], [], ["B-2"], ["  "]],
+        [[], ["code"], ["A-1"]],
+        [],
+    ],
+)
+def test_many_rows_give_the_codes_their_rows_give_one_by_one(rows: list[list[str]]) -> None:
+    one_by_one = CodeColumn()
+    expected = [code for row in rows if (code := one_by_one.code(row)) is not None]
+    assert list(CodeColumn().codes(rows)) == expected

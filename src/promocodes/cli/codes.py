@@ -31,6 +31,7 @@ from promocodes.cli.common import (
     print_json,
     services,
 )
+from promocodes.domain.codes import CodeColumn
 from promocodes.schemas import MAX_GENERATED, ExportItem, GenerateRequest, HistoryRequest, ImportRequest, ProgramRef
 
 
@@ -62,7 +63,7 @@ async def import_codes(
         ):
             task = progress.add_task("import", total=max(total_lines, 1))
             reader = csv.reader(handle)
-            batches = _batches(_read_codes(reader), batch_size)
+            batches = _batches(CodeColumn().codes(reader), batch_size)
             # The next batch is read and parsed in a thread while the database stores this one: the parsing's
             # Python work overlaps the database's instead of adding to it. At most two batches are in memory.
             reading = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
@@ -118,21 +119,6 @@ def _not_utf8(file: Path) -> str:
                     "save the file as UTF-8"
                 )
     return f"{file} is not UTF-8: save it as UTF-8"  # a sequence cut off at the very end of the file
-
-
-def _read_codes(reader: Iterator[list[str]]) -> Iterator[str]:
-    """Codes from a CSV with a ``code`` header column, a CSV without a header (first column), or plain lines."""
-    column = 0
-    for row in reader:  # the first row, when it holds anything: a header, or the first code
-        if row and any(cell.strip() for cell in row):
-            header = [cell.strip().lower() for cell in row]
-            if "code" in header:
-                column = header.index("code")
-            elif row[column].strip():
-                yield row[column]
-        break
-    # The rest in one generator expression: the loop a million-line file runs stays in C as far as it can.
-    yield from (row[column] for row in reader if len(row) > column and row[column].strip())
 
 
 def _batches(codes: Iterator[str], size: int) -> Iterator[list[str]]:
