@@ -44,7 +44,13 @@ from promocodes.store.base import (
 )
 from promocodes.store.claims import claim_pending
 from promocodes.store.events import Tally, bump, forget, record, record_pool_low, set_details
-from promocodes.store.redemptions import Redemption, RedemptionGroups, judge_activation, redeem_group
+from promocodes.store.redemptions import (
+    JUDGED_COLUMNS,
+    Redemption,
+    RedemptionGroups,
+    judge_activation,
+    redeem_group,
+)
 from promocodes.store.rows import PROGRAM_COLUMNS, _binding, _flag, _program, _time
 
 # A code's state (``CodeState``): the code, its latest binding and — for a named profile — that profile's binding.
@@ -309,7 +315,7 @@ class CodeStore(StoreBase):
         """
         async with conn.transaction():
             program = await conn.fetchrow(
-                f"SELECT id, account_id, case_sensitive, multiple_usage FROM programs WHERE id = $1{conn.share_row}",
+                f"SELECT {JUDGED_COLUMNS} FROM programs WHERE id = $1{conn.share_row}",
                 program_id,
             )
             judged = judge_activation(program, account_id, code, profile_pk)

@@ -241,6 +241,10 @@ class Keyed(NamedTuple):
     repeated: bool = False
 
 
+#: what :func:`judge_activation` reads of a program's row, selected by the single path and by a group alike
+JUDGED_COLUMNS = "id, account_id, case_sensitive, multiple_usage"
+
+
 def judge_activation(program: Row | None, account_id: int | None, code: str, profile_pk: int | None) -> Outcome | str:
     """What the program's row (``id, account_id, case_sensitive, multiple_usage``, read under its share lock) says
     of an activation before any code is looked at, in the order of docs/api.md#order-of-checks: no such program
@@ -259,8 +263,7 @@ async def redeem_group(conn: Connection, group: list[Redemption]) -> tuple[list[
     already, or its key), and the positions (in ``group``) of the requests whose code was activated. Locks: see
     the module docstring."""
     rows = await conn.fetch(
-        "SELECT id, account_id, case_sensitive, multiple_usage FROM programs WHERE id = ANY($1::bigint[]) "
-        "ORDER BY id FOR KEY SHARE",
+        f"SELECT {JUDGED_COLUMNS} FROM programs WHERE id = ANY($1::bigint[]) ORDER BY id FOR KEY SHARE",
         sorted({redemption.program_id for redemption in group}),
     )
     programs = {row["id"]: row for row in rows}
