@@ -1,7 +1,7 @@
 """How fast the console's pages answer with a program of 1,000,000 codes (issue 8: every page under 300 ms), on
 SQLite and on PostgreSQL.
 
-    .venv/bin/python bench/console_pages.py [--codes 1000000] [--requests 9] [--backend sqlite|postgres|both]
+    .venv/bin/python -m bench.console_pages [--codes 1000000] [--requests 9] [--backend sqlite|postgres|both]
 
 Seeds a fresh database through the store: a program of ``--codes`` generated codes (one generate call: one
 transaction), a second, small program (the programs list shows both), ``--attached`` codes attached from the pool to
@@ -20,23 +20,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import socket
 import statistics
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import httpx2
 import uvicorn
 
+from bench.database import fresh
 from promocodes.config import Settings
 from promocodes.domain.codes import code_key
 from promocodes.domain.templates import Template
@@ -46,7 +43,6 @@ from promocodes.service import Services
 from promocodes.store import open_store
 from promocodes.store.profiles import ProfileData
 
-PG_ADMIN = os.environ.get("PROMOCODES_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 ACTOR = Actor(token_id=None, token_name="bench")
 TEMPLATE = "BENCH-########"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -189,30 +185,6 @@ def measure(url: str, token: str, program_id: int, code: str, requests: int) -> 
             print(f"  {name:28} median {statistics.median(times):7.1f} ms   slowest {max(times):7.1f} ms", flush=True)
 
 
-async def prepare(backend: str, folder: Path, codes: int, attached: int, expiring: int) -> tuple[str, str, int, str]:
-    if backend == "sqlite":
-        url = f"sqlite:///{folder / 'bench.db'}"
-    else:
-        name = f"promocodes_bench_{uuid.uuid4().hex[:12]}"
-        admin = await asyncpg.connect(PG_ADMIN)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        url = PG_ADMIN.rpartition("/")[0] + "/" + name
-    return (url, *await seed(url, codes, attached, expiring))
-
-
-async def drop(url: str) -> None:
-    if url.startswith("sqlite"):
-        return
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rpartition("/")[2]}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--codes", type=int, default=1_000_000)
@@ -223,14 +195,9 @@ def main() -> None:
     options = parser.parse_args()
     for backend in ["sqlite", "postgres"] if options.backend == "both" else [options.backend]:
         print(f"{backend}: {options.codes:,} codes, {options.attached:,} attached, {options.expiring:,} expiring")
-        with tempfile.TemporaryDirectory() as folder:
-            url, token, program_id, code = asyncio.run(
-                prepare(backend, Path(folder), options.codes, options.attached, options.expiring)
-            )
-            try:
-                measure(url, token, program_id, code, options.requests)
-            finally:
-                asyncio.run(drop(url))
+        with fresh(backend) as url:  # a temporary SQLite file, or a PostgreSQL database dropped afterwards
+            token, program_id, code = asyncio.run(seed(url, options.codes, options.attached, options.expiring))
+            measure(url, token, program_id, code, options.requests)
 
 
 if __name__ == "__main__":
